@@ -1,0 +1,92 @@
+"""Domain errors, named in CouchDB's words.
+
+Each class carries the CouchDB ``error`` name and a human ``reason``; the HTTP status is
+decided in one place only (``gateway/errors.py``), the way ``chttpd:error_info/1`` does it.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class: an error a client caused or must be told about."""
+
+    error: str = "unknown_error"
+    default_reason: str = ""
+
+    def __init__(self, reason: str | None = None) -> None:
+        self.reason = reason if reason is not None else self.default_reason
+        super().__init__(self.reason)
+
+    def to_json(self) -> dict[str, str]:
+        """Return the CouchDB-shaped error body."""
+        return {"error": self.error, "reason": self.reason}
+
+
+class BadRequest(GatewayError):
+    error = "bad_request"
+    default_reason = "Bad request."
+
+
+class Unauthorized(GatewayError):
+    error = "unauthorized"
+    default_reason = "Name or password is incorrect."
+
+
+class Forbidden(GatewayError):
+    error = "forbidden"
+    default_reason = "You are not allowed to access this resource."
+
+
+class NotFound(GatewayError):
+    error = "not_found"
+    default_reason = "missing"
+
+
+class MethodNotAllowed(GatewayError):
+    error = "method_not_allowed"
+    default_reason = "Method not allowed."
+
+
+class Conflict(GatewayError):
+    error = "conflict"
+    default_reason = "Document update conflict."
+
+
+class FileExists(GatewayError):
+    error = "file_exists"
+    default_reason = "The database could not be created, the file already exists."
+
+
+class PreconditionFailed(GatewayError):
+    error = "precondition_failed"
+    default_reason = "Precondition failed."
+
+
+class MissingStub(GatewayError):
+    error = "missing_stub"
+    default_reason = "Attachment stub refers to an attachment that is not stored."
+
+
+class TooLarge(GatewayError):
+    error = "too_large"
+    default_reason = "The request entity is too large."
+
+
+class UnsupportedMediaType(GatewayError):
+    error = "bad_content_type"
+    default_reason = "Content-Type must be application/json."
+
+
+class NotAcceptable(GatewayError):
+    error = "not_acceptable"
+    default_reason = "The requested representation is not available."
+
+
+class TooManyRequests(GatewayError):
+    error = "too_many_requests"
+    default_reason = "Rate limit exceeded."
+
+
+class ServiceUnavailable(GatewayError):
+    error = "service_unavailable"
+    default_reason = "The service is temporarily unavailable."

@@ -1,0 +1,43 @@
+"""``_revs_diff``: which of the revisions a source has are missing on this side.
+
+    request   {"doc": ["2-b", "3-c"]}
+    response  {"doc": {"missing": ["3-c"], "possible_ancestors": ["2-b"]}}
+
+``possible_ancestors`` lists known leaves of a lower generation than the newest missing
+revision, as CouchDB does, so a replicator can send attachment stubs.  See protocol.rst,
+"Calculate Revision Difference".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from replication.revs import rev_pos
+from replication.revtree import RevTree, leaves
+
+
+@dataclass(frozen=True, slots=True)
+class RevsDiff:
+    missing: tuple[str, ...]
+    possible_ancestors: tuple[str, ...]
+
+    def to_json(self) -> dict[str, list[str]]:
+        out = {"missing": list(self.missing)}
+        if self.possible_ancestors:
+            out["possible_ancestors"] = list(self.possible_ancestors)
+        return out
+
+
+def revs_diff(tree: RevTree | None, revs: Iterable[str]) -> RevsDiff | None:
+    """Return what is missing of ``revs`` (None when nothing is), with possible ancestors."""
+    known = tree or {}
+    missing: list[str] = []
+    for rev in revs:
+        if rev not in known and rev not in missing:
+            missing.append(rev)
+    if not missing:
+        return None
+    newest = max(rev_pos(rev) for rev in missing)
+    ancestors = tuple(rev for rev in leaves(known) if rev_pos(rev) < newest)
+    return RevsDiff(tuple(missing), ancestors)
