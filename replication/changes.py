@@ -18,6 +18,7 @@ from replication.errors import BadRequest
 
 FEEDS = ("normal", "longpoll", "continuous", "eventsource")
 _SEQ_RE = re.compile(r"^(0|[1-9][0-9]{0,18})(?:-.*)?$", re.DOTALL)
+MAX_SEQ = 2**63 - 1  # a signed 64-bit column; anything larger cannot be a stored seq
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -32,12 +33,12 @@ class Seq:
         if isinstance(raw, bool):
             raise BadRequest("Invalid sequence")
         if isinstance(raw, int):
-            if raw < 0:
+            if not 0 <= raw <= MAX_SEQ:
                 raise BadRequest("Invalid sequence")
             return cls(raw)
         if isinstance(raw, str):
             match = _SEQ_RE.match(raw.strip())
-            if match:
+            if match and int(match.group(1)) <= MAX_SEQ:
                 return cls(int(match.group(1)))
         raise BadRequest(f"Invalid sequence: {raw!r}")
 

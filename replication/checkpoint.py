@@ -62,6 +62,6 @@ def checkpoint_seq(body: Mapping[str, Any]) -> int | None:
         return raw
     if isinstance(raw, str):
         head = raw.split("-", 1)[0]
-        if head.isdigit():
+        if head.isascii() and head.isdigit():  # "²".isdigit() is True, int("²") fails
             return int(head)
     return None

@@ -20,8 +20,10 @@ from typing import Any
 
 from replication.errors import BadRequest
 
-_REV_RE = re.compile(r"^([1-9][0-9]{0,14})-([0-9A-Za-z]{1,128})$")
-_HASH_RE = re.compile(r"^[0-9A-Za-z]{1,128}$")
+# Matched with fullmatch: "$" alone would also accept a trailing newline ("1-a\n").
+_REV_RE = re.compile(r"([1-9][0-9]{0,14})-([0-9A-Za-z]{1,128})")
+_HASH_RE = re.compile(r"[0-9A-Za-z]{1,128}")
+MAX_POS = 10**15 - 1  # the largest generation ``_REV_RE`` accepts
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -36,7 +38,7 @@ class Rev:
         """Parse ``"3-abc"``; raise ``BadRequest`` for anything else."""
         if not isinstance(value, str):
             raise BadRequest("Invalid rev format")
-        match = _REV_RE.match(value)
+        match = _REV_RE.fullmatch(value)
         if match is None:
             raise BadRequest("Invalid rev format")
         return cls(int(match.group(1)), match.group(2))
@@ -69,7 +71,7 @@ def revisions_to_path(revisions: object) -> tuple[str, ...]:
         raise BadRequest("_revisions must be an object")
     start = revisions.get("start")
     ids = revisions.get("ids")
-    if not isinstance(start, int) or isinstance(start, bool) or start < 1:
+    if not isinstance(start, int) or isinstance(start, bool) or not 1 <= start <= MAX_POS:
         raise BadRequest("_revisions.start must be a positive integer")
     if not isinstance(ids, list) or not ids:
         raise BadRequest("_revisions.ids must be a non-empty list")
@@ -77,7 +79,7 @@ def revisions_to_path(revisions: object) -> tuple[str, ...]:
         raise BadRequest("_revisions.ids is longer than _revisions.start allows")
     path = []
     for offset, rev_id in enumerate(ids):
-        if not isinstance(rev_id, str) or not _HASH_RE.match(rev_id):
+        if not isinstance(rev_id, str) or not _HASH_RE.fullmatch(rev_id):
             raise BadRequest("Invalid rev format in _revisions")
         path.append(f"{start - offset}-{rev_id}")
     return tuple(path)

@@ -43,8 +43,8 @@ EMPTY_TREE: RevTree = {}
 class MergeOutcome(Enum):
     """What merging a path did, in couch_key_tree's words."""
 
-    NEW_LEAF = "new_leaf"  # the path's leaf is new and extends a known revision
-    NEW_BRANCH = "new_branch"  # the path's leaf is new and shares nothing with the tree
+    NEW_LEAF = "new_leaf"  # the path's leaf is new and extends a leaf (or the tree was empty)
+    NEW_BRANCH = "new_branch"  # the path's leaf is new and forks an inner node or a new root
     INTERNAL_NODE = "internal_node"  # the path's leaf was already known
 
 
@@ -72,8 +72,13 @@ def merge(tree: RevTree, path: Iterable[str], deleted: bool = False) -> MergeRes
     if leaf in tree:
         # Known leaf: only graft ancestors that a stemmed tree had lost.
         grafted = _graft(tree, revs)
+        node = grafted[leaf]
+        if deleted and not node.deleted and not is_leaf(grafted, leaf):
+            # Learned first as an ancestor, which carries no flag: record the tombstone now,
+            # as couch_key_tree's value_pref replaces ?REV_MISSING, so order cannot matter.
+            grafted = {**grafted, leaf: RevNode(node.parent, True)}
         return MergeResult(grafted, MergeOutcome.INTERNAL_NODE)
-    shares = any(rev in tree for rev in revs[1:])
+    attach = next((rev for rev in revs[1:] if rev in tree), None)
     new = dict(tree)
     for index, rev in enumerate(revs):
         parent = revs[index + 1] if index + 1 < len(revs) else None
@@ -82,7 +87,9 @@ def merge(tree: RevTree, path: Iterable[str], deleted: bool = False) -> MergeRes
             new[rev] = RevNode(parent, deleted if index == 0 else False)
         elif known.parent is None and parent is not None:
             new[rev] = RevNode(parent, known.deleted)
-    outcome = MergeOutcome.NEW_LEAF if shares or not tree else MergeOutcome.NEW_BRANCH
+    # couch_key_tree: extending a leaf is a new leaf; forking anywhere else is a new branch.
+    extends_leaf = not tree or (attach is not None and is_leaf(tree, attach))
+    outcome = MergeOutcome.NEW_LEAF if extends_leaf else MergeOutcome.NEW_BRANCH
     return MergeResult(new, outcome)
 
 
@@ -158,22 +165,27 @@ def stem(tree: RevTree, limit: int) -> tuple[RevTree, frozenset[str]]:
     """Keep at most ``limit`` revisions on every root-to-leaf path; return dropped ones."""
     if limit < 1:
         raise BadRequest("revs_limit must be at least 1")
-    keep: set[str] = set()
+    # depth[rev]: distance to the nearest leaf below.  As in couch_key_tree:stem, an edge
+    # survives only if some leaf's truncated path holds both ends, so no path from a leaf
+    # back to its root outgrows the limit, even where another branch kept the ancestor.
+    depth: dict[str, int] = {}
     for leaf in leaves(tree):
         current: str | None = leaf
-        depth = 0
-        while current is not None and depth < limit and current in tree:
-            keep.add(current)
+        distance = 0
+        while current is not None and distance < limit and current in tree:
+            if depth.get(current, limit) <= distance:
+                break  # reached before from a closer leaf, and so were its ancestors
+            depth[current] = distance
             current = tree[current].parent
-            depth += 1
-    if len(keep) == len(tree):
-        return tree, frozenset()
+            distance += 1
     stemmed = {
-        rev: node if node.parent is None or node.parent in keep else RevNode(None, node.deleted)
+        rev: node if node.parent is None or depth[rev] + 1 < limit else RevNode(None, node.deleted)
         for rev, node in tree.items()
-        if rev in keep
+        if rev in depth
     }
-    return stemmed, frozenset(set(tree) - keep)
+    if stemmed == tree:
+        return tree, frozenset()
+    return stemmed, frozenset(set(tree) - set(depth))
 
 
 def tree_to_data(tree: RevTree) -> dict[str, list[Any]]:

@@ -1,0 +1,161 @@
+"""Who is asking: HTTP Basic, CouchDB's ``AuthSession`` cookie, and the request context.
+
+Every route but a few public ones needs a valid, enabled user.  The user row is read on
+every request (so disabling a user takes effect at once); only the expensive password check
+is cached, keyed by a digest of (stored hash, password) so a password change invalidates it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import jwt
+from aiohttp import web
+
+from gateway.keys import ENGINE, PASSWORD_CACHE, SETTINGS
+from replication import Unauthorized
+from schema.engine import read_transaction
+from schema.users import User, find_user, verify_password
+
+SESSION_COOKIE = "AuthSession"
+SESSION_ALGORITHM = "HS256"
+SESSION_TTL_SECONDS = 600
+CTX_KEY = "gateway_ctx"
+PUBLIC_ROUTES = {("GET", "/"), ("GET", "/_session"), ("POST", "/_session"), ("DELETE", "/_session")}
+PUBLIC_PREFIXES = ("/healthz", "/readyz")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """The authenticated caller of one request."""
+
+    user: User
+    method: str  # "basic" | "cookie"
+
+
+class PasswordCache:
+    """A bounded cache of recent successful password checks (derived digests only)."""
+
+    def __init__(self, size: int = 4096, ttl: float = 300.0) -> None:
+        self._entries: OrderedDict[bytes, float] = OrderedDict()
+        self._size = size
+        self._ttl = ttl
+
+    @staticmethod
+    def _key(user: User, password: str) -> bytes:
+        return hashlib.sha256(f"{user.password_hash}\x00{password}".encode()).digest()
+
+    def check(self, user: User, password: str) -> bool:
+        """Verify ``password`` for ``user``, using the cache when possible."""
+        key = self._key(user, password)
+        expiry = self._entries.get(key)
+        now = time.monotonic()
+        if expiry is not None and expiry > now:
+            self._entries.move_to_end(key)
+            return True
+        if not verify_password(password, user.password_hash):
+            return False
+        self._entries[key] = now + self._ttl
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return True
+
+
+def parse_basic(header: str) -> tuple[str, str]:
+    """Split a Basic ``Authorization`` header into (name, password)."""
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Unauthorized("Malformed Basic credentials.") from exc
+    name, sep, password = decoded.partition(":")
+    if not sep:
+        raise Unauthorized("Malformed Basic credentials.")
+    return name, password
+
+
+def make_session_cookie(secret: str, user: User) -> str:
+    """Return a signed session token for ``user``."""
+    now = int(time.time())
+    claims = {"sub": user.name, "iat": now, "exp": now + SESSION_TTL_SECONDS, "typ": "session"}
+    return jwt.encode(claims, secret, algorithm=SESSION_ALGORITHM)
+
+
+def read_session_cookie(secret: str, token: str) -> str:
+    """Return the user name of a valid session token, or raise ``Unauthorized``."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[SESSION_ALGORITHM], options={"require": ["exp", "sub"]}
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("Session expired.") from exc
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized("Invalid session.") from exc
+    if claims.get("typ") != "session" or not isinstance(claims.get("sub"), str):
+        raise Unauthorized("Invalid session.")
+    return claims["sub"]
+
+
+async def authenticate(request: web.Request) -> RequestContext | None:
+    """Return the caller of ``request``, None if anonymous; raise on bad credentials."""
+    header = request.headers.get("Authorization", "")
+    settings = request.app[SETTINGS]
+    if header[:6].lower() == "basic ":
+        name, password = parse_basic(header)
+        user = await _load_user(request, name)
+        if user is None or not request.app[PASSWORD_CACHE].check(user, password):
+            raise Unauthorized("Name or password is incorrect.")
+        return RequestContext(user, "basic")
+    if header:
+        raise Unauthorized("Unsupported authorization scheme.")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        name = read_session_cookie(settings.secret_key, cookie)
+        user = await _load_user(request, name)
+        if user is None:
+            raise Unauthorized("Invalid session.")
+        return RequestContext(user, "cookie")
+    return None
+
+
+async def _load_user(request: web.Request, name: str) -> User | None:
+    async with read_transaction(request.app[ENGINE]) as conn:
+        user = await find_user(conn, name)
+    if user is None or user.disabled:
+        return None
+    return user
+
+
+def context(request: web.Request) -> RequestContext:
+    """Return the authenticated caller (the middleware guarantees there is one)."""
+    ctx = request.get(CTX_KEY)
+    if ctx is None:
+        raise Unauthorized("You are not authorized to access this db.")
+    return ctx
+
+
+def is_public(request: web.Request) -> bool:
+    return (request.method, request.path) in PUBLIC_ROUTES or request.path.startswith(
+        PUBLIC_PREFIXES
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate every request; refuse anonymous ones outside the public routes."""
+    if request.method == "OPTIONS":
+        return await handler(request)
+    ctx = await authenticate(request)
+    if ctx is None and not is_public(request):
+        raise Unauthorized("You are not authorized to access this db.")
+    if ctx is not None:
+        request[CTX_KEY] = ctx
+    return await handler(request)

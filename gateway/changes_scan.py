@@ -1,0 +1,124 @@
+"""Scanning the changes feed in batches and rendering its rows.
+
+A scan reads ``documents`` in seq order, ``batch`` rows per query, up to a snapshot of the
+database's ``update_seq`` taken first.  Writers commit in seq order (they hold the database
+row lock while they take seqs), so every change at or below that snapshot is already
+visible: ``last_seq`` may be the snapshot even when a filter matched nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.changes_params import ChangesParams
+from gateway.dbctx import DbAccess
+from gateway.docjson import RenderOptions, render_revision
+from schema.changes import ChangeRow, read_changes
+from schema.databases import get_database
+from schema.engine import read_transaction
+from schema.reads import DocRow, RevisionRow
+
+
+@dataclass(slots=True)
+class ScanState:
+    since: int  # highest seq examined so far
+    matched: int = 0  # rows emitted so far (counts toward ``limit``)
+    row_index: int = 0
+
+
+async def current_seq(engine: AsyncEngine, name: str) -> int:
+    """Return the database's committed ``update_seq``."""
+    async with read_transaction(engine) as conn:
+        return (await get_database(conn, name)).update_seq
+
+
+async def scan(
+    engine: AsyncEngine,
+    access: DbAccess,
+    params: ChangesParams,
+    state: ScanState,
+    *,
+    batch: int,
+) -> AsyncIterator[bytes]:
+    """Yield rendered rows after ``state.since`` up to the current snapshot, updating ``state``."""
+    upto = await current_seq(engine, access.db.name)
+    if upto <= state.since and not params.descending:
+        return
+    need_bodies = params.include_docs or params.selector is not None
+    before = upto + 1
+    while True:
+        if params.limit is not None and state.matched >= params.limit:
+            return
+        async with read_transaction(engine) as conn:
+            rows = await read_changes(
+                conn,
+                access.db.id,
+                since=0 if params.descending else state.since,
+                upto=before if params.descending else upto,
+                limit=batch,
+                descending=params.descending,
+                include_bodies=need_bodies,
+                owner_id=access.owner,
+                doc_ids=params.doc_ids,
+            )
+        for row in rows:
+            if params.limit is not None and state.matched >= params.limit:
+                return
+            before = row.seq
+            state.since = row.seq
+            rendered = render_change(row, params, access)
+            if rendered is None:
+                continue
+            state.matched += 1
+            yield rendered
+        if len(rows) < batch:
+            if not params.descending:
+                state.since = max(state.since, upto)
+            return
+
+
+def render_change(row: ChangeRow, params: ChangesParams, access: DbAccess) -> bytes | None:
+    """Render one change row, or None when a filter rejects it."""
+    if params.design_only and not row.doc_id.startswith("_design/"):
+        return None
+    doc_bytes: bytes | None = None
+    if params.include_docs or params.selector is not None:
+        doc_bytes = _render_doc(row, params, access)
+        if params.selector is not None:
+            if doc_bytes is None or not params.selector.matches(orjson.loads(doc_bytes)):
+                return None
+    if params.style == "all_docs":
+        changes = [{"rev": rev} for rev, _ in row.leaves]
+    else:
+        changes = [{"rev": row.winning_rev}]
+    head: dict[str, Any] = {"seq": row.seq, "id": row.doc_id, "changes": changes}
+    if row.deleted:
+        head["deleted"] = True
+    encoded = orjson.dumps(head)
+    if params.include_docs:
+        return encoded[:-1] + b',"doc":' + (doc_bytes or b"null") + b"}"
+    return encoded
+
+
+def _render_doc(row: ChangeRow, params: ChangesParams, access: DbAccess) -> bytes | None:
+    if row.body is None:
+        return None
+    revision = RevisionRow(
+        row.winning_rev,
+        row.deleted,
+        row.body,
+        orjson.loads(row.attachments) if row.attachments else None,
+    )
+    doc_row = DocRow(row.doc_id, row.seq, row.winning_rev, row.deleted, row.leaves, b"", None)
+    return render_revision(
+        row.doc_id,
+        revision,
+        row=doc_row,
+        options=RenderOptions(conflicts=params.conflicts),
+        revs_limit=access.db.revs_limit,
+    )

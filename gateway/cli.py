@@ -1,0 +1,206 @@
+"""The ``gateway`` command: serve, migrate, manage users and databases, print settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.migrate import downgrade as alembic_downgrade
+from gateway.migrate import upgrade as alembic_upgrade
+from gateway.settings import Settings, ensure_data_dir, load_settings
+from replication import GatewayError
+from schema import databases as dbs
+from schema import users as users_repo
+from schema.engine import make_engine, write_transaction
+
+T = TypeVar("T")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+def run_db(settings: Settings, action: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run ``action`` in a write transaction (migrating the embedded default first)."""
+
+    async def main() -> T:
+        engine = make_engine(settings.database_url)
+        try:
+            if settings.is_embedded:
+                await alembic_upgrade(engine)
+            async with write_transaction(engine) as conn:
+                return await action(conn)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except GatewayError as exc:
+        raise click.ClickException(exc.reason) from exc
+
+
+@click.group()
+@click.option("--database-url", envvar="GATEWAY_DATABASE_URL", default=None, help="Database URL.")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
+    """CouchDB-style replication gateway."""
+    settings = ensure_data_dir(load_settings(database_url=database_url))
+    ctx.ensure_object(dict)
+    ctx.obj["settings"] = settings
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default 5984).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the HTTP server."""
+    from aiohttp import web
+
+    from gateway.app import create_app
+
+    settings = _settings(ctx)
+    logging.basicConfig(level=settings.log_level, format="%(message)s")
+    app = create_app(settings)
+    web.run_app(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=None,
+        print=lambda _msg: click.echo(
+            f"gateway listening on http://{host or settings.host}:{port or settings.port}"
+        ),
+    )
+
+
+@main.command("config")
+@click.pass_context
+def config_cmd(ctx: click.Context) -> None:
+    """Print the effective settings (secrets masked)."""
+    click.echo(orjson.dumps(_settings(ctx).masked(), option=orjson.OPT_INDENT_2).decode())
+
+
+@main.group()
+def db() -> None:
+    """Database schema migrations (alembic)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the configured database up to REVISION (default: head)."""
+    settings = _settings(ctx)
+
+    async def main() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            await alembic_upgrade(engine, revision)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+    click.echo(f"database upgraded to {revision}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_context
+def db_downgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the configured database down to REVISION."""
+    settings = _settings(ctx)
+
+    async def main() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            await alembic_downgrade(engine, revision)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+    click.echo(f"database downgraded to {revision}")
+
+
+@main.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(users_repo.ROLES), required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.pass_context
+def users_add(ctx: click.Context, name: str, role: str, password: str) -> None:
+    """Create user NAME with ROLE."""
+    user = run_db(_settings(ctx), lambda c: users_repo.create_user(c, name, password, role))
+    click.echo(f"created user {user.name} ({user.role})")
+
+
+@users.command("list")
+@click.pass_context
+def users_list(ctx: click.Context) -> None:
+    """List users."""
+    found = run_db(_settings(ctx), users_repo.list_users)
+    rows = [("NAME", "ROLE", "STATUS")] + [
+        (u.name, u.role, "disabled" if u.disabled else "active") for u in found
+    ]
+    _table(rows)
+
+
+@users.command("set-role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(users_repo.ROLES))
+@click.pass_context
+def users_set_role(ctx: click.Context, name: str, role: str) -> None:
+    """Change the role of user NAME."""
+    run_db(_settings(ctx), lambda c: users_repo.set_role(c, name, role))
+    click.echo(f"{name} is now {role}")
+
+
+@users.command("disable")
+@click.argument("name")
+@click.pass_context
+def users_disable(ctx: click.Context, name: str) -> None:
+    """Disable user NAME (effective on their next request)."""
+    run_db(_settings(ctx), lambda c: users_repo.set_disabled(c, name, True))
+    click.echo(f"{name} disabled")
+
+
+@main.group("dbs")
+def dbs_group() -> None:
+    """Manage databases."""
+
+
+@dbs_group.command("create")
+@click.argument("name")
+@click.option("--access-mode", type=click.Choice(dbs.ACCESS_MODES), default="owned")
+@click.pass_context
+def dbs_create(ctx: click.Context, name: str, access_mode: str) -> None:
+    """Create database NAME."""
+    run_db(_settings(ctx), lambda c: dbs.create_database(c, name, access_mode=access_mode))
+    click.echo(f"created database {name} ({access_mode})")
+
+
+@dbs_group.command("list")
+@click.pass_context
+def dbs_list(ctx: click.Context) -> None:
+    """List databases."""
+    for name in run_db(_settings(ctx), dbs.list_databases):
+        click.echo(name)
+
+
+def _table(rows: list[tuple[Any, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Per-request helpers shared by handlers: open a database for the caller, write edits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.access import owner_scope, require_write
+from gateway.auth import context
+from gateway.keys import ENGINE, NOTIFIER
+from replication import DocEdit
+from schema.databases import Database, get_database, validate_db_name
+from schema.documents import WriteResult, update_docs
+from schema.engine import read_transaction, write_transaction
+from schema.users import User
+
+
+@dataclass(frozen=True, slots=True)
+class DbAccess:
+    """A database as one caller sees it."""
+
+    db: Database
+    user: User
+    owner: int | None  # restrict every query to this owner (None: all documents)
+
+
+def db_name(request: web.Request) -> str:
+    """Return the validated ``{db}`` of the URL."""
+    return validate_db_name(request.match_info["db"])
+
+
+async def open_db(request: web.Request) -> DbAccess:
+    """Look up the URL's database for the authenticated caller (404 if it does not exist)."""
+    user = context(request).user
+    async with read_transaction(request.app[ENGINE]) as conn:
+        db = await get_database(conn, db_name(request))
+    return DbAccess(db, user, owner_scope(user, db))
+
+
+async def write_edits(
+    request: web.Request, access: DbAccess, edits: Sequence[DocEdit], *, new_edits: bool
+) -> list[WriteResult]:
+    """Apply edits in one transaction, then wake the database's feed listeners."""
+    require_write(access.user, access.db)
+    if not edits:
+        return []
+    async with write_transaction(request.app[ENGINE]) as conn:
+        _, results = await update_docs(
+            conn,
+            access.db.name,
+            edits,
+            new_edits=new_edits,
+            user_id=access.user.id,
+            owner_scope=access.owner,
+        )
+    if any(r.error is None for r in results):
+        await request.app[NOTIFIER].notify(access.db.name)
+    return results

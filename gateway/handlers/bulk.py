@@ -1,0 +1,132 @@
+"""``_bulk_docs``, ``_bulk_get`` and ``_revs_diff``: the replicator's batch endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.dbctx import open_db, write_edits
+from gateway.docfetch import FetchRequest, fetch_docs
+from gateway.docjson import RenderOptions
+from gateway.handlers.docs import render_options
+from gateway.jsonio import (
+    json_response,
+    query_bool,
+    raw_json_response,
+    read_json_object,
+    row_error,
+)
+from gateway.keys import ENGINE, SETTINGS
+from gateway.validation import edit_from_json
+from replication import BadRequest, DocEdit, GatewayError, revs_diff, validate_rev
+from schema.documents import load_trees
+from schema.engine import read_transaction
+
+
+async def bulk_docs(request: web.Request) -> web.Response:
+    """``POST /{db}/_bulk_docs``: ``{"docs": [...], "new_edits": true|false}``."""
+    access = await open_db(request)
+    body = await read_json_object(request)
+    docs = body.get("docs")
+    if not isinstance(docs, list):
+        raise BadRequest("POST body must include `docs` parameter.")
+    settings = request.app[SETTINGS]
+    if len(docs) > settings.max_bulk_docs:
+        raise BadRequest(f"At most {settings.max_bulk_docs} documents per _bulk_docs request.")
+    new_edits = body.get("new_edits", True)
+    if not isinstance(new_edits, bool):
+        raise BadRequest("`new_edits` parameter must be a boolean.")
+    edits: list[DocEdit] = []
+    rows: list[Any] = []  # per input doc: index into edits, or an error row
+    for obj in docs:
+        try:
+            if isinstance(obj, dict) and "_id" not in obj and new_edits:
+                import uuid
+
+                obj = {**obj, "_id": uuid.uuid4().hex}
+            edits.append(edit_from_json(obj, settings))
+            rows.append(len(edits) - 1)
+        except GatewayError as exc:
+            doc_id = obj.get("_id") if isinstance(obj, dict) else None
+            rows.append(row_error(doc_id if isinstance(doc_id, str) else None, exc))
+    results = await write_edits(request, access, edits, new_edits=new_edits)
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if isinstance(row, dict):
+            out.append(row)
+            continue
+        result = results[row]
+        if result.error is not None:
+            out.append({**row_error(result.doc_id, result.error), "rev": edits[row].rev})
+        elif new_edits:
+            out.append({"ok": True, "id": result.doc_id, "rev": result.rev})
+    return json_response(out, status=201)
+
+
+async def bulk_get(request: web.Request) -> web.Response:
+    """``POST /{db}/_bulk_get?revs=true&attachments=true&latest=true``."""
+    access = await open_db(request)
+    body = await read_json_object(request)
+    docs = body.get("docs")
+    if not isinstance(docs, list):
+        raise BadRequest("Missing JSON list of 'docs'.")
+    requests: list[FetchRequest] = []
+    for item in docs:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise BadRequest("Each _bulk_get entry needs a string `id`.")
+        rev = item.get("rev")
+        atts_since = item.get("atts_since") or []
+        if not isinstance(atts_since, list):
+            raise BadRequest("atts_since must be a list")
+        requests.append(
+            FetchRequest(
+                item["id"],
+                [validate_rev(rev)] if rev is not None else None,
+                tuple(validate_rev(r) for r in atts_since),
+            )
+        )
+    options = render_options(request)
+    if any(r.atts_since for r in requests):
+        options = RenderOptions(**{**_asdict(options), "attachments": True})
+    async with read_transaction(request.app[ENGINE]) as conn:
+        answers = await fetch_docs(
+            conn,
+            access.db.id,
+            requests,
+            owner=access.owner,
+            options=options,
+            latest=query_bool(request, "latest"),
+            revs_limit=access.db.revs_limit,
+        )
+    parts = []
+    for req, found in zip(requests, answers, strict=True):
+        docs_json = b",".join(a.bulk_get_json() for a in found)
+        parts.append(b'{"id":' + orjson.dumps(req.doc_id) + b',"docs":[' + docs_json + b"]}")
+    return raw_json_response(b'{"results":[' + b",".join(parts) + b"]}")
+
+
+def _asdict(options: RenderOptions) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in options.__slots__}
+
+
+async def revs_diff_handler(request: web.Request) -> web.Response:
+    """``POST /{db}/_revs_diff``: ``{docid: [revs]}`` -> what is missing here."""
+    access = await open_db(request)
+    body = await read_json_object(request)
+    wanted: dict[str, list[str]] = {}
+    for doc_id, revs in body.items():
+        if not isinstance(revs, list):
+            raise BadRequest(f"Revisions of {doc_id!r} must be a list")
+        wanted[doc_id] = [validate_rev(rev) for rev in revs]
+    async with read_transaction(request.app[ENGINE]) as conn:
+        trees = await load_trees(conn, access.db.id, list(wanted))
+    out: dict[str, Any] = {}
+    for doc_id, revs in wanted.items():
+        found = trees.get(doc_id)
+        visible = found if found is not None and access.owner in (None, found[2]) else None
+        diff = revs_diff(visible[0] if visible else None, revs)
+        if diff is not None:
+            out[doc_id] = diff.to_json()
+    return json_response(out)

@@ -1,0 +1,53 @@
+"""``GET|PUT|DELETE /{db}/_local/{id}``: checkpoints, private to (database, user)."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from gateway.dbctx import open_db
+from gateway.docjson import splice
+from gateway.jsonio import json_response, raw_json_response, read_json_object
+from gateway.keys import ENGINE
+from replication import BadRequest, validate_doc_id
+from schema.engine import read_transaction, write_transaction
+from schema.local_docs import delete_local, get_local, put_local
+
+
+def _local_id(request: web.Request) -> str:
+    name = request.match_info["localid"]
+    validate_doc_id(name)
+    return "_local/" + name
+
+
+async def get_local_doc(request: web.Request) -> web.Response:
+    access = await open_db(request)
+    doc_id = _local_id(request)
+    async with read_transaction(request.app[ENGINE]) as conn:
+        doc = await get_local(conn, access.db.id, access.user.id, doc_id)
+    return raw_json_response(splice({"_id": doc.doc_id, "_rev": doc.rev}, doc.body))
+
+
+async def put_local_doc(request: web.Request) -> web.Response:
+    access = await open_db(request)
+    doc_id = _local_id(request)
+    body = await read_json_object(request)
+    if body.get("_id", doc_id) != doc_id:
+        raise BadRequest("Document id in the body does not match the URL")
+    rev = request.query.get("rev", body.get("_rev"))
+    content = {k: v for k, v in body.items() if k not in ("_id", "_rev")}
+    if len(orjson.dumps(content)) > 1024 * 1024:
+        raise BadRequest("Local documents are limited to 1 MiB")
+    async with write_transaction(request.app[ENGINE]) as conn:
+        new_rev = await put_local(conn, access.db.id, access.user.id, doc_id, rev, content)
+    return json_response({"ok": True, "id": doc_id, "rev": new_rev}, status=201)
+
+
+async def delete_local_doc(request: web.Request) -> web.Response:
+    access = await open_db(request)
+    doc_id = _local_id(request)
+    async with write_transaction(request.app[ENGINE]) as conn:
+        rev = await delete_local(
+            conn, access.db.id, access.user.id, doc_id, request.query.get("rev")
+        )
+    return json_response({"ok": True, "id": doc_id, "rev": rev})

@@ -1,0 +1,18 @@
+"""Typed application state (``web.AppKey``): everything the app holds lives here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    from gateway.auth import PasswordCache
+    from gateway.notifier import FeedNotifier
+    from gateway.settings import Settings
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+ENGINE: web.AppKey[AsyncEngine] = web.AppKey("engine", AsyncEngine)
+NOTIFIER: web.AppKey[FeedNotifier] = web.AppKey("notifier")
+PASSWORD_CACHE: web.AppKey[PasswordCache] = web.AppKey("password_cache")

@@ -1,0 +1,55 @@
+"""``multipart/related`` document uploads (CouchDB's replicator sends attachments this way).
+
+    --boundary
+    Content-Type: application/json
+
+    {"_id": "a", "_attachments": {"p.jpg": {"follows": true, "length": 3, ...}}}
+    --boundary
+    <3 bytes of p.jpg>
+    --boundary--
+
+Parts after the JSON fill the ``follows`` attachments in the order they are listed.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from gateway.jsonio import loads
+from gateway.settings import Settings
+from replication import BadRequest, TooLarge
+
+
+async def read_multipart_doc(request: web.Request, settings: Settings) -> dict[str, Any]:
+    """Read a ``multipart/related`` body into a document with inline base64 attachments."""
+    try:
+        reader = await request.multipart()
+        first = await reader.next()
+        if not isinstance(first, BodyPartReader):
+            raise BadRequest("multipart/related body must start with a JSON part")
+        doc = loads(await first.read(decode=False))
+        if not isinstance(doc, dict):
+            raise BadRequest("Document must be a JSON object")
+        atts = doc.get("_attachments") or {}
+        if not isinstance(atts, dict):
+            raise BadRequest("_attachments must be an object")
+        follows = [
+            name for name, att in atts.items() if isinstance(att, dict) and att.get("follows")
+        ]
+        filled = dict(atts)
+        for name in follows:
+            part = await reader.next()
+            if not isinstance(part, BodyPartReader):
+                raise BadRequest(f"Missing multipart body for attachment {name!r}")
+            data = await part.read(decode=False)
+            if len(data) > settings.max_attachment_bytes:
+                raise TooLarge(f"Attachment {name!r} is too large.")
+            entry = {k: v for k, v in atts[name].items() if k not in ("follows", "length")}
+            entry["data"] = base64.b64encode(bytes(data)).decode("ascii")
+            filled[name] = entry
+    except (ValueError, AssertionError, KeyError) as exc:
+        raise BadRequest(f"Malformed multipart body: {exc}") from exc
+    return {**doc, "_attachments": filled} if atts else doc

@@ -1,0 +1,57 @@
+"""Every route in one table: method, path, handler.  Specific paths come before generic ones."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.handlers import all_docs, attachments, bulk, changes, db, docs, local, server
+
+DB = "/{db:[^/_][^/]*}"
+
+ROUTES: list[tuple[str, str, object]] = [
+    ("GET", "/", server.welcome),
+    ("GET", "/healthz", server.healthz),
+    ("GET", "/readyz", server.readyz),
+    ("GET", "/_all_dbs", server.all_dbs),
+    ("GET", "/_uuids", server.uuids),
+    ("GET", "/_session", server.get_session),
+    ("POST", "/_session", server.post_session),
+    ("DELETE", "/_session", server.delete_session),
+    ("PUT", DB, db.put_db),
+    ("GET", DB, db.get_db),
+    ("DELETE", DB, db.delete_db),
+    ("POST", DB, docs.post_doc),
+    ("GET", DB + "/_changes", changes.changes),
+    ("POST", DB + "/_changes", changes.changes),
+    ("POST", DB + "/_bulk_docs", bulk.bulk_docs),
+    ("POST", DB + "/_bulk_get", bulk.bulk_get),
+    ("POST", DB + "/_revs_diff", bulk.revs_diff_handler),
+    ("GET", DB + "/_all_docs", all_docs.all_docs),
+    ("POST", DB + "/_all_docs", all_docs.all_docs),
+    ("POST", DB + "/_ensure_full_commit", db.ensure_full_commit),
+    ("GET", DB + "/_revs_limit", db.get_revs_limit),
+    ("PUT", DB + "/_revs_limit", db.put_revs_limit),
+    ("POST", DB + "/_compact", db.compact),
+    ("GET", DB + "/_security", db.get_security),
+    ("GET", DB + "/_local/{localid}", local.get_local_doc),
+    ("PUT", DB + "/_local/{localid}", local.put_local_doc),
+    ("DELETE", DB + "/_local/{localid}", local.delete_local_doc),
+    ("GET", DB + "/_design/{ddoc}", docs.get_doc),
+    ("PUT", DB + "/_design/{ddoc}", docs.put_doc),
+    ("DELETE", DB + "/_design/{ddoc}", docs.delete_doc),
+    ("GET", DB + "/_design/{ddoc}/{attname:.+}", attachments.get_attachment),
+    ("PUT", DB + "/_design/{ddoc}/{attname:.+}", attachments.put_attachment),
+    ("DELETE", DB + "/_design/{ddoc}/{attname:.+}", attachments.delete_attachment),
+    ("GET", DB + "/{docid}", docs.get_doc),
+    ("PUT", DB + "/{docid}", docs.put_doc),
+    ("DELETE", DB + "/{docid}", docs.delete_doc),
+    ("GET", DB + "/{docid}/{attname:.+}", attachments.get_attachment),
+    ("PUT", DB + "/{docid}/{attname:.+}", attachments.put_attachment),
+    ("DELETE", DB + "/{docid}/{attname:.+}", attachments.delete_attachment),
+]
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register every route (HEAD is served wherever GET is)."""
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)  # type: ignore[arg-type]

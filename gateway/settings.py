@@ -1,0 +1,144 @@
+"""Settings: one frozen dataclass, read from ``GATEWAY_*`` variables and a ``.env`` file.
+
+With no configuration the gateway runs embedded: a SQLite file and a generated secret key
+under ``./gateway-data/``, caches and feed wake-ups in process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+SECRET_NAMES = ("secret_key", "cloudinary_url", "database_url", "redis_url")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting, with the environment variable that backs it in ``ENV_NAMES``."""
+
+    data_dir: Path = Path("gateway-data")
+    database_url: str = ""
+    redis_url: str | None = None
+    secret_key: str = ""
+    cloudinary_url: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 5984
+    db_pool_size: int = 10
+    max_request_bytes: int = 64 * 1024 * 1024
+    max_document_bytes: int = 8 * 1024 * 1024
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    max_bulk_docs: int = 10_000
+    changes_batch_size: int = 1000
+    feed_poll_seconds: float = 5.0
+    default_heartbeat_ms: int = 60_000
+    max_feed_timeout_ms: int = 3_600_000
+    log_level: str = "INFO"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def masked(self) -> dict[str, Any]:
+        """Return the settings as plain data with secrets masked (``gateway config``)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_NAMES and value:
+                value = _mask(str(value))
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+ENV_NAMES = {
+    "data_dir": "GATEWAY_DATA_DIR",
+    "database_url": "GATEWAY_DATABASE_URL",
+    "redis_url": "GATEWAY_REDIS_URL",
+    "secret_key": "GATEWAY_SECRET_KEY",
+    "cloudinary_url": "CLOUDINARY_URL",
+    "cors_origins": "GATEWAY_CORS_ORIGINS",
+    "host": "GATEWAY_HOST",
+    "port": "GATEWAY_PORT",
+    "db_pool_size": "GATEWAY_DB_POOL_SIZE",
+    "max_request_bytes": "GATEWAY_MAX_REQUEST_BYTES",
+    "max_document_bytes": "GATEWAY_MAX_DOCUMENT_BYTES",
+    "max_attachment_bytes": "GATEWAY_MAX_ATTACHMENT_BYTES",
+    "max_bulk_docs": "GATEWAY_MAX_BULK_DOCS",
+    "changes_batch_size": "GATEWAY_CHANGES_BATCH_SIZE",
+    "feed_poll_seconds": "GATEWAY_FEED_POLL_SECONDS",
+    "default_heartbeat_ms": "GATEWAY_DEFAULT_HEARTBEAT_MS",
+    "max_feed_timeout_ms": "GATEWAY_MAX_FEED_TIMEOUT_MS",
+    "log_level": "GATEWAY_LOG_LEVEL",
+}
+
+
+def _mask(value: str) -> str:
+    if "://" in value and "@" in value:
+        scheme, rest = value.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    if "://" in value:
+        return value
+    return "***"
+
+
+def _convert(name: str, raw: str) -> Any:
+    default = getattr(Settings(), name)
+    if name == "cors_origins":
+        return tuple(o.strip() for o in raw.split(",") if o.strip())
+    if name == "data_dir":
+        return Path(raw)
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw or None if name in ("redis_url", "cloudinary_url") else raw
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, dotenv_path: str | Path = ".env", **overrides: Any
+) -> Settings:
+    """Read settings from ``.env``, then the environment, then ``overrides`` (flags)."""
+    merged: dict[str, str] = {}
+    if dotenv_path and Path(dotenv_path).is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    for name, var in ENV_NAMES.items():
+        if var in merged:
+            try:
+                values[name] = _convert(name, merged[var])
+            except ValueError as exc:
+                raise SystemExit(f"Invalid value for {var}: {merged[var]!r}") from exc
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)
+    if not settings.database_url:
+        db_file = settings.data_dir / "gateway.sqlite3"
+        settings = replace(settings, database_url=f"sqlite+aiosqlite:///{db_file}")
+    return settings
+
+
+def ensure_data_dir(settings: Settings) -> Settings:
+    """Create the data directory and a persistent secret key where none is configured."""
+    if settings.is_embedded or not settings.secret_key:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.secret_key:
+        return settings
+    key_file = settings.data_dir / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(48))
+        key_file.chmod(0o600)
+    return replace(settings, secret_key=key_file.read_text().strip())

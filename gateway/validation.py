@@ -1,0 +1,30 @@
+"""Turning request JSON into validated edits, with the configured size limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.settings import Settings
+from replication import DocEdit, TooLarge, parse_doc
+
+
+def edit_from_json(obj: Any, settings: Settings, *, doc_id: str | None = None) -> DocEdit:
+    """Validate one document (raises ``BadRequest``/``TooLarge``)."""
+    edit = parse_doc(obj, doc_id=doc_id)
+    check_sizes(edit, settings)
+    return edit
+
+
+def check_sizes(edit: DocEdit, settings: Settings) -> None:
+    """Refuse documents and attachments above the configured limits."""
+    if len(orjson.dumps(edit.body)) > settings.max_document_bytes:
+        raise TooLarge(f"Document exceeds the {settings.max_document_bytes}-byte limit.")
+    for att in edit.attachments:
+        size = len(att.data) if att.data is not None else (att.length or 0)
+        if size > settings.max_attachment_bytes:
+            raise TooLarge(
+                f"Attachment {att.name!r} exceeds the {settings.max_attachment_bytes}-byte "
+                "limit; store large binaries through the photo upload flow."
+            )

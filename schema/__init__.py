@@ -1,0 +1,1 @@
+"""SQLAlchemy Core tables and the repository functions that query them."""

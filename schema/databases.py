@@ -1,0 +1,134 @@
+"""Databases: create, look up, lock for writing, delete, and their info."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from replication.errors import BadRequest, FileExists, NotFound
+from schema.engine import is_sqlite
+from schema.tables import databases
+
+DB_NAME_RE = re.compile(r"^[a-z][a-z0-9_$()+-]{0,237}$")
+ACCESS_MODES = ("owned", "shared", "readonly")
+CONFLICT_POLICIES = ("manual", "merge", "server_wins", "client_wins")
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    id: int
+    name: str
+    access_mode: str
+    conflict_policy: str
+    revs_limit: int
+    update_seq: int
+    doc_count: int
+    doc_del_count: int
+    instance_start_time: str
+
+
+_COLUMNS = (
+    databases.c.id,
+    databases.c.name,
+    databases.c.access_mode,
+    databases.c.conflict_policy,
+    databases.c.revs_limit,
+    databases.c.update_seq,
+    databases.c.doc_count,
+    databases.c.doc_del_count,
+    databases.c.instance_start_time,
+)
+
+
+def validate_db_name(name: str) -> str:
+    """Return ``name`` if CouchDB would accept it as a database name (no ``/``)."""
+    if not DB_NAME_RE.match(name):
+        raise BadRequest(
+            f"Name: '{name}'. Only lowercase characters (a-z), digits (0-9), and any of the "
+            "characters _, $, (, ), +, and - are allowed. Must begin with a letter."
+        )
+    return name
+
+
+async def create_database(
+    conn: AsyncConnection, name: str, *, access_mode: str = "owned"
+) -> Database:
+    """Create a database; ``FileExists`` if the name is taken."""
+    validate_db_name(name)
+    if access_mode not in ACCESS_MODES:
+        raise BadRequest(f"access_mode must be one of {', '.join(ACCESS_MODES)}")
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                insert(databases).values(
+                    name=name,
+                    access_mode=access_mode,
+                    instance_start_time=str(int(time.time() * 1_000_000)),
+                )
+            )
+    except IntegrityError as exc:
+        raise FileExists() from exc
+    return await get_database(conn, name)
+
+
+async def get_database(conn: AsyncConnection, name: str) -> Database:
+    """Return a database by name, or raise ``NotFound``."""
+    row = (await conn.execute(select(*_COLUMNS).where(databases.c.name == name))).first()
+    if row is None:
+        raise NotFound("Database does not exist.")
+    return Database(*row)
+
+
+async def lock_database(conn: AsyncConnection, name: str) -> Database:
+    """Lock a database's counter row for the rest of the transaction and return it.
+
+    Every writer takes this lock first, so commits are serialized in seq order.
+    """
+    query = select(*_COLUMNS).where(databases.c.name == name)
+    if not is_sqlite(conn):  # SQLite's BEGIN IMMEDIATE already holds the write lock.
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFound("Database does not exist.")
+    return Database(*row)
+
+
+async def advance_database(
+    conn: AsyncConnection, db: Database, *, seqs: int, doc_delta: int, del_delta: int
+) -> None:
+    """Record ``seqs`` new changes and the document-count deltas of one write."""
+    await conn.execute(
+        update(databases)
+        .where(databases.c.id == db.id)
+        .values(
+            update_seq=databases.c.update_seq + seqs,
+            doc_count=databases.c.doc_count + doc_delta,
+            doc_del_count=databases.c.doc_del_count + del_delta,
+        )
+    )
+
+
+async def set_revs_limit(conn: AsyncConnection, name: str, limit: int) -> None:
+    """Set how many revisions of history each document keeps."""
+    result = await conn.execute(
+        update(databases).where(databases.c.name == name).values(revs_limit=limit)
+    )
+    if result.rowcount == 0:
+        raise NotFound("Database does not exist.")
+
+
+async def delete_database(conn: AsyncConnection, name: str) -> None:
+    """Delete a database and everything in it."""
+    db = await lock_database(conn, name)
+    await conn.execute(delete(databases).where(databases.c.id == db.id))
+
+
+async def list_databases(conn: AsyncConnection) -> list[str]:
+    """Return every database name, sorted."""
+    rows = await conn.execute(select(databases.c.name).order_by(databases.c.name))
+    return [row[0] for row in rows]

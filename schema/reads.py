@@ -1,0 +1,167 @@
+"""Reading documents: rows, revisions, attachments and ``_all_docs`` ranges (batched)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from replication import RevTree, tree_from_data
+from schema.documents import chunks
+from schema.tables import attachments, documents, revisions
+
+
+@dataclass(frozen=True, slots=True)
+class DocRow:
+    """A document's summary row: winner, leaves (winner first) and its latest seq."""
+
+    doc_id: str
+    seq: int
+    winning_rev: str
+    deleted: bool
+    leaves: list[list[Any]]
+    raw_tree: bytes
+    owner_id: int | None
+
+    def tree(self) -> RevTree:
+        """Parse the full revision tree (only where history is needed)."""
+        return tree_from_data(orjson.loads(self.raw_tree))
+
+    def conflicts(self) -> list[str]:
+        return [rev for rev, deleted in self.leaves[1:] if not deleted]
+
+    def deleted_conflicts(self) -> list[str]:
+        return [rev for rev, deleted in self.leaves[1:] if deleted]
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionRow:
+    """One stored revision: its body bytes (no underscore members) and attachment meta."""
+
+    rev: str
+    deleted: bool
+    body: bytes
+    attachments: dict[str, dict[str, Any]] | None
+
+
+_DOC_COLUMNS = (
+    documents.c.doc_id,
+    documents.c.seq,
+    documents.c.winning_rev,
+    documents.c.deleted,
+    documents.c.leaves,
+    documents.c.rev_tree,
+    documents.c.owner_id,
+)
+
+
+def _doc_row(row: Any) -> DocRow:
+    return DocRow(row[0], row[1], row[2], row[3], orjson.loads(row[4]), row[5], row[6])
+
+
+def owner_clause(owner_id: int | None) -> Any:
+    """Restrict to one owner's documents (None: no restriction)."""
+    return documents.c.owner_id == owner_id if owner_id is not None else True
+
+
+async def get_doc_rows(
+    conn: AsyncConnection, db_id: int, doc_ids: Sequence[str], owner_id: int | None = None
+) -> dict[str, DocRow]:
+    """Return the rows of the given documents that exist (and that ``owner_id`` may see)."""
+    found: dict[str, DocRow] = {}
+    for part in chunks(list(dict.fromkeys(doc_ids))):
+        rows = await conn.execute(
+            select(*_DOC_COLUMNS).where(
+                documents.c.db_id == db_id, documents.c.doc_id.in_(part), owner_clause(owner_id)
+            )
+        )
+        for row in rows:
+            found[row[0]] = _doc_row(row)
+    return found
+
+
+async def get_revisions(
+    conn: AsyncConnection, db_id: int, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], RevisionRow]:
+    """Return stored revisions for ``(doc_id, rev)`` keys; missing ones are left out."""
+    found: dict[tuple[str, str], RevisionRow] = {}
+    unique = list(dict.fromkeys(keys))
+    for part in chunks(unique):
+        rows = await conn.execute(
+            select(
+                revisions.c.doc_id,
+                revisions.c.rev,
+                revisions.c.deleted,
+                revisions.c.body,
+                revisions.c.attachments,
+            ).where(
+                revisions.c.db_id == db_id,
+                tuple_(revisions.c.doc_id, revisions.c.rev).in_(list(part)),
+            )
+        )
+        for doc_id, rev, deleted, body, atts in rows:
+            found[(doc_id, rev)] = RevisionRow(
+                rev, deleted, body, orjson.loads(atts) if atts else None
+            )
+    return found
+
+
+async def get_attachment_data(
+    conn: AsyncConnection, db_id: int, digests: Sequence[str]
+) -> dict[str, bytes]:
+    """Return attachment bytes by digest."""
+    found: dict[str, bytes] = {}
+    for part in chunks(list(dict.fromkeys(digests))):
+        rows = await conn.execute(
+            select(attachments.c.digest, attachments.c.data).where(
+                attachments.c.db_id == db_id, attachments.c.digest.in_(part)
+            )
+        )
+        found.update({digest: data for digest, data in rows})
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class AllDocsQuery:
+    start: str | None = None
+    end: str | None = None
+    inclusive_end: bool = True
+    descending: bool = False
+    skip: int = 0
+    limit: int | None = None
+
+
+async def all_docs_range(
+    conn: AsyncConnection, db_id: int, query: AllDocsQuery, owner_id: int | None = None
+) -> list[DocRow]:
+    """Return live documents in raw id order between the query's keys."""
+    col = documents.c.doc_id
+    conds = [documents.c.db_id == db_id, documents.c.deleted.is_(False), owner_clause(owner_id)]
+    if query.start is not None:
+        conds.append(col <= query.start if query.descending else col >= query.start)
+    if query.end is not None:
+        if query.descending:
+            conds.append(col >= query.end if query.inclusive_end else col > query.end)
+        else:
+            conds.append(col <= query.end if query.inclusive_end else col < query.end)
+    stmt = select(*_DOC_COLUMNS).where(and_(*conds))
+    stmt = stmt.order_by(col.desc() if query.descending else col.asc())
+    if query.skip:
+        stmt = stmt.offset(query.skip)
+    if query.limit is not None:
+        stmt = stmt.limit(query.limit)
+    return [_doc_row(row) for row in await conn.execute(stmt)]
+
+
+async def count_rows(conn: AsyncConnection, db_id: int, owner_id: int | None = None) -> int:
+    """Count live documents (visible to ``owner_id``)."""
+    from sqlalchemy import func
+
+    stmt = select(func.count()).where(
+        documents.c.db_id == db_id, documents.c.deleted.is_(False), owner_clause(owner_id)
+    )
+    return int((await conn.execute(stmt)).scalar_one())

@@ -1,0 +1,129 @@
+"""Every table, declared once on one ``MetaData`` with a naming convention.
+
+    databases 1--* documents 1--* revisions        (bodies per revision)
+        |              '-- rev_tree, leaves, winning_rev, seq   (one row per document)
+        |--* attachments  (content-addressed by digest, per database)
+        '--* local_docs   (checkpoints, private to (database, user))
+    users
+
+``databases.update_seq`` is the per-database counter: every writing transaction locks that
+row first, so commits happen in seq order and a changes reader can never be given a seq
+lower than one it already saw (SPEC §4 "Changes feed sequence").
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# Document ids sort byte-wise, as CouchDB's _all_docs raw collation does.
+DocId = Text().with_variant(Text(collation="C"), "postgresql")
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+databases = Table(
+    "databases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(238), nullable=False, unique=True),
+    Column("access_mode", String(16), nullable=False, server_default="owned"),
+    Column("conflict_policy", String(16), nullable=False, server_default="manual"),
+    Column("revs_limit", Integer, nullable=False, server_default="1000"),
+    Column("update_seq", BigInteger, nullable=False, server_default="0"),
+    Column("doc_count", BigInteger, nullable=False, server_default="0"),
+    Column("doc_del_count", BigInteger, nullable=False, server_default="0"),
+    Column("instance_start_time", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("db_id", Integer, ForeignKey("databases.id", ondelete="CASCADE"), primary_key=True),
+    Column("doc_id", DocId, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("winning_rev", Text, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    # [[rev, deleted], ...], winner first: what _changes style=all_docs and _conflicts need.
+    Column("leaves", LargeBinary, nullable=False),
+    # {rev: [parent, deleted]}: the whole revision tree (replication.revtree).
+    Column("rev_tree", LargeBinary, nullable=False),
+    Column("owner_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("db_id", "seq", name="uq_documents_db_id_seq"),
+    Index("ix_documents_db_id_owner_id_seq", "db_id", "owner_id", "seq"),
+)
+
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("db_id", Integer, primary_key=True),
+    Column("doc_id", DocId, primary_key=True),
+    Column("rev", Text, primary_key=True),
+    Column("deleted", Boolean, nullable=False),
+    # The JSON body without underscore members, exactly as stored (orjson bytes).
+    Column("body", LargeBinary, nullable=False),
+    # {name: {content_type, digest, length, revpos}} or NULL.
+    Column("attachments", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(
+        ["db_id", "doc_id"], ["documents.db_id", "documents.doc_id"], ondelete="CASCADE"
+    ),
+)
+
+attachments = Table(
+    "attachments",
+    metadata,
+    Column("db_id", Integer, ForeignKey("databases.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", String(64), primary_key=True),
+    Column("length", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+local_docs = Table(
+    "local_docs",
+    metadata,
+    Column("db_id", Integer, ForeignKey("databases.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("doc_id", DocId, primary_key=True),
+    Column("rev", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    # The sequence a replication checkpoint records (parsed from last_seq), for reporting.
+    Column("checkpoint_seq", BigInteger, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

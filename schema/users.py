@@ -1,0 +1,132 @@
+"""Users: creation, lookup and password hashing (scrypt, salted, constant-time compare)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from replication import BadRequest, Conflict, NotFound
+from schema.tables import users
+
+ROLES = ("admin", "manager", "inspector")
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    role: str
+    disabled: bool
+    password_hash: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def hash_password(password: str) -> str:
+    """Return ``scrypt$n$r$p$salt$hash`` for ``password``."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+    )
+    return "$".join(
+        [
+            "scrypt",
+            str(_SCRYPT_N),
+            str(_SCRYPT_R),
+            str(_SCRYPT_P),
+            base64.b64encode(salt).decode(),
+            base64.b64encode(digest).decode(),
+        ]
+    )
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Check ``password`` against a stored hash in constant time."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        computed = hashlib.scrypt(
+            password.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=32,
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(computed, base64.b64decode(digest))
+
+
+def validate_user_name(name: str) -> str:
+    """Return a usable user name or raise ``BadRequest``."""
+    if not name or len(name) > 128 or not name.isprintable() or ":" in name:
+        raise BadRequest("User name must be 1-128 printable characters without ':'")
+    return name
+
+
+def validate_role(role: str) -> str:
+    if role not in ROLES:
+        raise BadRequest(f"Role must be one of {', '.join(ROLES)}")
+    return role
+
+
+_COLUMNS = (users.c.id, users.c.name, users.c.role, users.c.disabled, users.c.password_hash)
+
+
+async def create_user(conn: AsyncConnection, name: str, password: str, role: str) -> User:
+    """Create a user; ``Conflict`` if the name is taken."""
+    validate_user_name(name)
+    validate_role(role)
+    if not password:
+        raise BadRequest("Password may not be empty")
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                insert(users).values(name=name, password_hash=hash_password(password), role=role)
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"User {name!r} already exists") from exc
+    return await get_user_by_name(conn, name)
+
+
+async def get_user_by_name(conn: AsyncConnection, name: str) -> User:
+    row = (await conn.execute(select(*_COLUMNS).where(users.c.name == name))).first()
+    if row is None:
+        raise NotFound(f"No user {name!r}")
+    return User(*row)
+
+
+async def find_user(conn: AsyncConnection, name: str) -> User | None:
+    """Return the user called ``name``, or None."""
+    row = (await conn.execute(select(*_COLUMNS).where(users.c.name == name))).first()
+    return User(*row) if row else None
+
+
+async def list_users(conn: AsyncConnection) -> list[User]:
+    rows = await conn.execute(select(*_COLUMNS).order_by(users.c.name))
+    return [User(*row) for row in rows]
+
+
+async def set_role(conn: AsyncConnection, name: str, role: str) -> None:
+    validate_role(role)
+    result = await conn.execute(update(users).where(users.c.name == name).values(role=role))
+    if result.rowcount == 0:
+        raise NotFound(f"No user {name!r}")
+
+
+async def set_disabled(conn: AsyncConnection, name: str, disabled: bool = True) -> None:
+    result = await conn.execute(update(users).where(users.c.name == name).values(disabled=disabled))
+    if result.rowcount == 0:
+        raise NotFound(f"No user {name!r}")

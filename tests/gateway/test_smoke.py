@@ -1,0 +1,18 @@
+async def test_welcome_needs_no_auth(anon):
+    body = await anon.get("/")
+    assert body["couchdb"] == "Welcome"
+
+
+async def test_put_get_update_delete_doc(alice, db):
+    r = await alice.put(f"/{db}/doc1", {"title": "a"})
+    assert r["ok"] and r["rev"].startswith("1-")
+    doc = await alice.get(f"/{db}/doc1")
+    assert doc == {"_id": "doc1", "_rev": r["rev"], "title": "a"}
+    r2 = await alice.put(f"/{db}/doc1", {"title": "b", "_rev": r["rev"]})
+    assert r2["rev"].startswith("2-")
+    await alice.put(f"/{db}/doc1", {"title": "c", "_rev": r["rev"]}, expected_status=409)
+    await alice.delete(f"/{db}/doc1?rev={r2['rev']}")
+    await alice.get(f"/{db}/doc1", expected_status=404)
+    changes = await alice.get(f"/{db}/_changes?style=all_docs")
+    assert changes["results"][0]["deleted"] is True
+    assert changes["last_seq"] == 3
