@@ -55,3 +55,5 @@ def setup_routes(app: web.Application) -> None:
     """Register every route (HEAD is served wherever GET is)."""
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)  # type: ignore[arg-type]
+        if path == DB:  # PouchDB addresses a database as "/{db}/"
+            app.router.add_route(method, path + "/", handler)  # type: ignore[arg-type]

@@ -162,12 +162,12 @@ def descendant_leaves(tree: RevTree, rev: str) -> list[str]:
 
 
 def stem(tree: RevTree, limit: int) -> tuple[RevTree, frozenset[str]]:
-    """Keep at most ``limit`` revisions on every root-to-leaf path; return dropped ones."""
+    """Keep the newest ``limit`` revisions of every leaf; return the tree and the dropped revs."""
     if limit < 1:
         raise BadRequest("revs_limit must be at least 1")
-    # depth[rev]: distance to the nearest leaf below.  As in couch_key_tree:stem, an edge
-    # survives only if some leaf's truncated path holds both ends, so no path from a leaf
-    # back to its root outgrows the limit, even where another branch kept the ancestor.
+    # depth[rev]: distance to the nearest leaf below.  couch_key_tree:stem merges every leaf's
+    # newest ``limit`` revisions back into a tree, so an edge survives only if one such path
+    # holds both its ends: a node kept for one branch does not re-attach a cut ancestor.
     depth: dict[str, int] = {}
     for leaf in leaves(tree):
         current: str | None = leaf
