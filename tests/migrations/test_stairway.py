@@ -1,0 +1,38 @@
+"""The alembic "stairway": every migration upgrades, downgrades and upgrades again."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.script import Script, ScriptDirectory
+from sqlalchemy import inspect
+
+from gateway.migrate import alembic_config, downgrade, upgrade
+from schema.engine import make_engine
+from schema.tables import metadata
+
+REVISIONS: list[Script] = list(
+    reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions("base", "heads")))
+)
+
+
+@pytest.fixture
+async def blank_engine(database_url: str):  # type: ignore[no-untyped-def]
+    engine = make_engine(database_url)
+    await downgrade(engine, "base")
+    yield engine
+    await upgrade(engine)  # leave the shared PostgreSQL database at head for other tests
+    await engine.dispose()
+
+
+@pytest.mark.parametrize("revision", REVISIONS, ids=lambda r: r.revision)
+async def test_migration_stairway(blank_engine, revision: Script) -> None:  # type: ignore[no-untyped-def]
+    await upgrade(blank_engine, revision.revision)
+    await downgrade(blank_engine, revision.down_revision or "base")
+    await upgrade(blank_engine, revision.revision)
+
+
+async def test_head_matches_the_declared_tables(blank_engine) -> None:  # type: ignore[no-untyped-def]
+    await upgrade(blank_engine, "head")
+    async with blank_engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert {t.name for t in metadata.sorted_tables} <= tables
