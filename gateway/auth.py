@@ -21,12 +21,13 @@ from aiohttp import web
 from gateway.keys import ENGINE, PASSWORD_CACHE, SETTINGS
 from replication import Unauthorized
 from schema.engine import read_transaction
-from schema.users import User, find_user, verify_password
+from schema.users import User, find_user, find_user_with_database, verify_password
 
 SESSION_COOKIE = "AuthSession"
 SESSION_ALGORITHM = "HS256"
 SESSION_TTL_SECONDS = 600
 CTX_KEY = "gateway_ctx"
+DB_KEY = "gateway_db"  # (name, Database | None) looked up with the user
 PUBLIC_ROUTES = {("GET", "/"), ("GET", "/_session"), ("POST", "/_session"), ("DELETE", "/_session")}
 PUBLIC_PREFIXES = ("/healthz", "/readyz")
 
@@ -124,8 +125,14 @@ async def authenticate(request: web.Request) -> RequestContext | None:
 
 
 async def _load_user(request: web.Request, name: str) -> User | None:
+    """Load the caller (and, in the same round trip, the URL's database)."""
+    db_name = request.match_info.get("db")
     async with read_transaction(request.app[ENGINE]) as conn:
-        user = await find_user(conn, name)
+        if db_name is None:
+            user = await find_user(conn, name)
+        else:
+            user, db = await find_user_with_database(conn, name, db_name)
+            request[DB_KEY] = (db_name, db)
     if user is None or user.disabled:
         return None
     return user

@@ -44,16 +44,14 @@ async def scan(
     state: ScanState,
     *,
     batch: int,
-) -> AsyncIterator[bytes]:
-    """Yield rendered rows after ``state.since`` up to the current snapshot, updating ``state``."""
+) -> AsyncIterator[list[bytes]]:
+    """Yield rendered rows after ``state.since``, one list per query, updating ``state``."""
     upto = await current_seq(engine, access.db.name)
     if upto <= state.since and not params.descending:
         return
     need_bodies = params.include_docs or params.selector is not None
     before = upto + 1
-    while True:
-        if params.limit is not None and state.matched >= params.limit:
-            return
+    while params.limit is None or state.matched < params.limit:
         async with read_transaction(engine) as conn:
             rows = await read_changes(
                 conn,
@@ -66,18 +64,19 @@ async def scan(
                 owner_id=access.owner,
                 doc_ids=params.doc_ids,
             )
+        out: list[bytes] = []
         for row in rows:
             if params.limit is not None and state.matched >= params.limit:
-                return
-            before = row.seq
-            state.since = row.seq
+                break
+            before = state.since = row.seq
             rendered = render_change(row, params, access)
-            if rendered is None:
-                continue
-            state.matched += 1
-            yield rendered
+            if rendered is not None:
+                state.matched += 1
+                out.append(rendered)
+        if out:
+            yield out
         if len(rows) < batch:
-            if not params.descending:
+            if not params.descending and (params.limit is None or state.matched < params.limit):
                 state.since = max(state.since, upto)
             return
 

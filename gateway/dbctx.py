@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.access import owner_scope, require_write
-from gateway.auth import context
+from gateway.auth import DB_KEY, context
 from gateway.keys import ENGINE, NOTIFIER
-from replication import DocEdit
+from replication import DocEdit, NotFound
 from schema.databases import Database, get_database, validate_db_name
 from schema.documents import WriteResult, update_docs
 from schema.engine import read_transaction, write_transaction
@@ -34,8 +34,15 @@ def db_name(request: web.Request) -> str:
 async def open_db(request: web.Request) -> DbAccess:
     """Look up the URL's database for the authenticated caller (404 if it does not exist)."""
     user = context(request).user
-    async with read_transaction(request.app[ENGINE]) as conn:
-        db = await get_database(conn, db_name(request))
+    name = db_name(request)
+    found = request.get(DB_KEY)
+    if found is not None and found[0] == name:
+        if found[1] is None:
+            raise NotFound("Database does not exist.")
+        db = found[1]
+    else:
+        async with read_transaction(request.app[ENGINE]) as conn:
+            db = await get_database(conn, name)
     return DbAccess(db, user, owner_scope(user, db))
 
 

@@ -7,7 +7,7 @@ stored revisions, one for attachment bytes when they are wanted.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -115,6 +115,7 @@ async def fetch_docs(
     for req, pairs in zip(requests, plan, strict=True):
         row = rows.get(req.doc_id)
         answers: list[Fetched] = []
+        req_options = replace(options, atts_since=req.atts_since) if req.atts_since else options
         for doc_id, rev in pairs:
             found = stored.get((doc_id, rev)) if rev is not None else None
             if row is None or found is None:
@@ -124,7 +125,7 @@ async def fetch_docs(
                 Fetched(
                     doc_id,
                     rev,
-                    _render(doc_id, found, row, trees, options, att_data, revs_limit, stored),
+                    _render(doc_id, found, row, trees, req_options, att_data, revs_limit, stored),
                 )
             )
         out.append(answers)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from replication import errors as e
 
@@ -76,6 +77,11 @@ def response_for(exc: e.GatewayError) -> web.Response:
     return resp
 
 
+def _unavailable(exc: DBAPIError) -> bool:
+    """Tell whether a database error means "unreachable" (503) rather than a bug (500)."""
+    return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -98,6 +104,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return resp
     except (ConnectionResetError, TimeoutError):
         raise
+    except (DBAPIError, OSError) as exc:
+        if isinstance(exc, DBAPIError) and not _unavailable(exc):
+            log.exception("database error on %s %s", request.method, request.path)
+            return error_response(500, "internal_server_error", "An internal error occurred.")
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        resp = error_response(503, "service_unavailable", "The database is unavailable; retry.")
+        resp.headers["Retry-After"] = "2"
+        return resp
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_server_error", "An internal error occurred.")

@@ -54,6 +54,9 @@ ROUTES: list[tuple[str, str, object]] = [
 def setup_routes(app: web.Application) -> None:
     """Register every route (HEAD is served wherever GET is)."""
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)  # type: ignore[arg-type]
-        if path == DB:  # PouchDB addresses a database as "/{db}/"
-            app.router.add_route(method, path + "/", handler)  # type: ignore[arg-type]
+        # PouchDB addresses a database as "/{db}/"
+        for route_path in (path, path + "/") if path == DB else (path,):
+            if method == "GET":  # add_get also registers HEAD
+                app.router.add_get(route_path, handler)  # type: ignore[arg-type]
+            else:
+                app.router.add_route(method, route_path, handler)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ class Database:
     instance_start_time: str
 
 
-_COLUMNS = (
+DATABASE_COLUMNS = (
     databases.c.id,
     databases.c.name,
     databases.c.access_mode,
@@ -78,7 +78,7 @@ async def create_database(
 
 async def get_database(conn: AsyncConnection, name: str) -> Database:
     """Return a database by name, or raise ``NotFound``."""
-    row = (await conn.execute(select(*_COLUMNS).where(databases.c.name == name))).first()
+    row = (await conn.execute(select(*DATABASE_COLUMNS).where(databases.c.name == name))).first()
     if row is None:
         raise NotFound("Database does not exist.")
     return Database(*row)
@@ -89,7 +89,7 @@ async def lock_database(conn: AsyncConnection, name: str) -> Database:
 
     Every writer takes this lock first, so commits are serialized in seq order.
     """
-    query = select(*_COLUMNS).where(databases.c.name == name)
+    query = select(*DATABASE_COLUMNS).where(databases.c.name == name)
     if not is_sqlite(conn):  # SQLite's BEGIN IMMEDIATE already holds the write lock.
         query = query.with_for_update()
     row = (await conn.execute(query)).first()

@@ -134,7 +134,9 @@ async def update_docs(
         order[edit.doc_id] = None
         dropped.extend((edit.doc_id, rev) for rev in outcome.dropped)
         if outcome.stored and outcome.rev is not None:
-            new_revisions.append(_revision_row(db.id, edit, outcome.rev, new_attachments))
+            new_revisions.append(
+                _revision_row(db.id, edit, outcome.rev, new_attachments, new_edits)
+            )
 
     if order:
         await _write(conn, db, states, list(order), new_revisions, new_attachments, dropped)
@@ -142,7 +144,7 @@ async def update_docs(
 
 
 def _revision_row(
-    db_id: int, edit: DocEdit, rev: str, new_attachments: dict[str, bytes]
+    db_id: int, edit: DocEdit, rev: str, new_attachments: dict[str, bytes], new_edits: bool
 ) -> dict[str, Any]:
     meta: dict[str, Any] | None = None
     if edit.attachments:
@@ -150,7 +152,10 @@ def _revision_row(
         for att in edit.attachments:
             if att.data is not None and att.digest is not None:
                 new_attachments.setdefault(att.digest, att.data)
-            revpos = att.revpos if att.stub and att.revpos else rev_pos(rev)
+            # Like CouchDB, a replicated revision (new_edits=false) keeps the revpos it
+            # arrives with even when the data is inline (PouchDB always sends data).
+            keep = (att.stub or not new_edits) and att.revpos and 0 < att.revpos <= rev_pos(rev)
+            revpos = att.revpos if keep else rev_pos(rev)
             meta[att.name] = replace(att, revpos=revpos).meta()
     return {
         "db_id": db_id,

@@ -35,7 +35,6 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )
 
@@ -71,9 +70,31 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
 
 @asynccontextmanager
 async def read_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """Open a connection and a read transaction (one consistent snapshot on SQLite)."""
-    async with engine.connect() as conn, conn.begin():
-        yield conn
+    """Open a connection for reading.
+
+    On PostgreSQL it runs in autocommit (each statement sees what was committed when it
+    started; no BEGIN/COMMIT round trips); on SQLite it is one snapshot transaction.
+    """
+    async with engine.connect() as conn:
+        if is_sqlite(conn):
+            async with conn.begin():
+                yield conn
+        else:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+
+@asynccontextmanager
+async def single_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """Open a connection for one atomic writing statement (autocommit on PostgreSQL)."""
+    async with engine.connect() as conn:
+        if is_sqlite(conn):
+            await conn.execution_options(**{WRITE_OPTION: True})
+            async with conn.begin():
+                yield conn
+        else:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
 
 def insert_ignore(conn: AsyncConnection | AsyncEngine, table: Any) -> Any:

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import BadRequest, Conflict, NotFound, checkpoint_seq
+from schema.engine import insert_ignore
 from schema.tables import local_docs
 
 
@@ -54,43 +55,35 @@ async def put_local(
     rev: object,
     body: dict[str, Any],
 ) -> str:
-    """Create or update a local document; ``Conflict`` when ``rev`` is not the current one."""
-    current = (
-        await conn.execute(
-            select(local_docs.c.rev)
-            .where(
-                local_docs.c.db_id == db_id,
-                local_docs.c.user_id == user_id,
-                local_docs.c.doc_id == doc_id,
-            )
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
-    sent = _parse_local_rev(rev) if rev is not None else None
+    """Create or update a local document in one statement; ``Conflict`` on a stale ``rev``."""
+    sent = _parse_local_rev(rev) if rev is not None else 0
     values = {
         "body": orjson.dumps(body),
         "checkpoint_seq": checkpoint_seq(body),
         "updated_at": func.now(),
     }
-    if current is None:
-        if sent not in (None, 0):
-            raise Conflict()
-        await conn.execute(
-            insert(local_docs).values(db_id=db_id, user_id=user_id, doc_id=doc_id, rev=1, **values)
+    if sent == 0:
+        stmt = (
+            insert_ignore(conn, local_docs)
+            .values(db_id=db_id, user_id=user_id, doc_id=doc_id, rev=1, **values)
+            .returning(local_docs.c.rev)
         )
-        return "0-1"
-    if sent != current:
+    else:
+        stmt = (
+            update(local_docs)
+            .where(
+                local_docs.c.db_id == db_id,
+                local_docs.c.user_id == user_id,
+                local_docs.c.doc_id == doc_id,
+                local_docs.c.rev == sent,
+            )
+            .values(rev=sent + 1, **values)
+            .returning(local_docs.c.rev)
+        )
+    new_rev = (await conn.execute(stmt)).scalar_one_or_none()
+    if new_rev is None:
         raise Conflict()
-    await conn.execute(
-        update(local_docs)
-        .where(
-            local_docs.c.db_id == db_id,
-            local_docs.c.user_id == user_id,
-            local_docs.c.doc_id == doc_id,
-        )
-        .values(rev=current + 1, **values)
-    )
-    return f"0-{current + 1}"
+    return f"0-{new_rev}"
 
 
 async def delete_local(

@@ -8,12 +8,13 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import BadRequest, Conflict, NotFound
-from schema.tables import users
+from schema.databases import Database
+from schema.tables import databases, users
 
 ROLES = ("admin", "manager", "inspector")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -112,6 +113,26 @@ async def find_user(conn: AsyncConnection, name: str) -> User | None:
     """Return the user called ``name``, or None."""
     row = (await conn.execute(select(*_COLUMNS).where(users.c.name == name))).first()
     return User(*row) if row else None
+
+
+async def find_user_with_database(
+    conn: AsyncConnection, name: str, db_name: str
+) -> tuple[User | None, Database | None]:
+    """Return the user called ``name`` and the database ``db_name`` in one round trip."""
+    from schema.databases import DATABASE_COLUMNS
+
+    db = select(*DATABASE_COLUMNS).where(databases.c.name == db_name).subquery("db")
+    stmt = (
+        select(*_COLUMNS, *db.c)
+        .select_from(users.outerjoin(db, true()))
+        .where(users.c.name == name)
+    )
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        return None, None
+    user = User(*row[: len(_COLUMNS)])
+    rest = row[len(_COLUMNS) :]
+    return user, Database(*rest) if rest[0] is not None else None
 
 
 async def list_users(conn: AsyncConnection) -> list[User]:

@@ -78,9 +78,9 @@ async def _json_feed(
     last_beat = time.monotonic()
     while True:
         event = notifier.current(access.db.name)
-        async for row in scan(engine, access, params, state, batch=batch):
-            row = _interval(row, state, params)
-            await resp.write(row if first else b",\n" + row)
+        async for rows in scan(engine, access, params, state, batch=batch):
+            chunk = b",\n".join(_interval(row, state, params) for row in rows)
+            await resp.write(chunk if first else b",\n" + chunk)
             first = False
         if params.feed != "longpoll" or state.matched or params.descending:
             break
@@ -97,6 +97,11 @@ async def _json_feed(
     )
     await resp.write_eof()
     return resp
+
+
+def _sse_event(row: bytes) -> bytes:
+    seq = orjson.loads(row)["seq"]
+    return b"data: " + row + b"\nid: " + str(seq).encode() + b"\n\n"
 
 
 def _interval(row: bytes, state: ScanState, params: ChangesParams) -> bytes:
@@ -122,14 +127,12 @@ async def _stream_feed(
         while True:
             event = notifier.current(access.db.name)
             wrote = False
-            async for row in scan(engine, access, params, state, batch=batch):
+            async for rows in scan(engine, access, params, state, batch=batch):
                 wrote = True
                 if sse:
-                    await resp.write(
-                        b"data: " + row + b"\nid: " + str(state.since).encode() + b"\n\n"
-                    )
+                    await resp.write(b"".join(_sse_event(row) for row in rows))
                 else:
-                    await resp.write(row + b"\n")
+                    await resp.write(b"\n".join(rows) + b"\n")
             if params.limit is not None and state.matched >= params.limit:
                 break
             if wrote:

@@ -10,13 +10,15 @@ from gateway.docjson import splice
 from gateway.jsonio import json_response, raw_json_response, read_json_object
 from gateway.keys import ENGINE
 from replication import BadRequest, validate_doc_id
-from schema.engine import read_transaction, write_transaction
+from schema.engine import read_transaction, single_statement, write_transaction
 from schema.local_docs import delete_local, get_local, put_local
 
 
 def _local_id(request: web.Request) -> str:
     name = request.match_info["localid"]
-    validate_doc_id(name)
+    # Any name may follow "_local/" (PouchDB's replication ids are base64 and may start with
+    # "_"): apply the generic id checks, but not the reserved-underscore rule.
+    validate_doc_id("x" + name[1:] if name.startswith("_") else name)
     return "_local/" + name
 
 
@@ -38,7 +40,7 @@ async def put_local_doc(request: web.Request) -> web.Response:
     content = {k: v for k, v in body.items() if k not in ("_id", "_rev")}
     if len(orjson.dumps(content)) > 1024 * 1024:
         raise BadRequest("Local documents are limited to 1 MiB")
-    async with write_transaction(request.app[ENGINE]) as conn:
+    async with single_statement(request.app[ENGINE]) as conn:
         new_rev = await put_local(conn, access.db.id, access.user.id, doc_id, rev, content)
     return json_response({"ok": True, "id": doc_id, "rev": new_rev}, status=201)
 

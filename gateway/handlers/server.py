@@ -15,14 +15,15 @@ from gateway.auth import (
     context,
     make_session_cookie,
 )
-from gateway.jsonio import json_response, loads, query_int, read_body
+from gateway.jsonio import JSON, json_response, loads, query_int, read_body
 from gateway.keys import ENGINE, PASSWORD_CACHE, SETTINGS
 from replication import BadRequest, Unauthorized
-from replication.errors import ServiceUnavailable
+from replication.errors import ServiceUnavailable, UnsupportedMediaType
 from schema.databases import list_databases
 from schema.engine import read_transaction
 from schema.users import User, find_user
 
+FORM = "application/x-www-form-urlencoded"
 SERVER_UUID = uuid.uuid5(uuid.NAMESPACE_URL, "replication-gateway").hex
 
 
@@ -75,8 +76,13 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def post_session(request: web.Request) -> web.Response:
     """``POST /_session``: log in with name and password, set the ``AuthSession`` cookie."""
+    ctype = request.content_type
+    if "Content-Type" in request.headers and ctype not in (JSON, FORM) and "+json" not in ctype:
+        raise UnsupportedMediaType(
+            "Content-Type must be application/x-www-form-urlencoded or application/json"
+        )
     raw = await read_body(request)
-    if request.content_type == "application/x-www-form-urlencoded":
+    if request.content_type == FORM:
         form = await request.post()
         name, password = form.get("name"), form.get("password")
     else:
