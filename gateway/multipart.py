@@ -14,6 +14,7 @@ Parts after the JSON fill the ``follows`` attachments in the order they are list
 from __future__ import annotations
 
 import base64
+import uuid
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -53,3 +54,17 @@ async def read_multipart_doc(request: web.Request, settings: Settings) -> dict[s
     except (ValueError, AssertionError, KeyError) as exc:
         raise BadRequest(f"Malformed multipart body: {exc}") from exc
     return {**doc, "_attachments": filled} if atts else doc
+
+
+def multipart_mixed(parts: list[bytes]) -> web.Response:
+    """Answer ``open_revs`` as ``multipart/mixed``: one JSON part per revision (or missing)."""
+    boundary = uuid.uuid4().hex
+    chunks = []
+    for part in parts:
+        chunks.append(b"--" + boundary.encode() + b"\r\nContent-Type: application/json\r\n\r\n")
+        chunks.append(part + b"\r\n")
+    chunks.append(b"--" + boundary.encode() + b"--")
+    return web.Response(
+        body=b"".join(chunks),
+        headers={"Content-Type": f'multipart/mixed; boundary="{boundary}"'},
+    )

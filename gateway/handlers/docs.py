@@ -13,10 +13,10 @@ from gateway.docfetch import FetchRequest, fetch_docs
 from gateway.docjson import RenderOptions
 from gateway.jsonio import json_response, query_bool, query_json, raw_json_response, read_json
 from gateway.keys import ENGINE, SETTINGS
-from gateway.multipart import read_multipart_doc
+from gateway.multipart import multipart_mixed, read_multipart_doc
 from gateway.validation import edit_from_json
 from replication import BadRequest, DocEdit, NotFound, validate_doc_id, validate_rev
-from replication.errors import Conflict, NotAcceptable
+from replication.errors import Conflict
 from schema.engine import read_transaction
 
 
@@ -75,12 +75,11 @@ async def get_doc(request: web.Request) -> web.Response:
             revs_limit=access.db.revs_limit,
         )
     if open_revs is not None:
-        accept = request.headers.get("Accept", "application/json")
-        if "application/json" not in accept and "*/*" not in accept and "multipart" in accept:
-            raise NotAcceptable("open_revs is served as application/json.")
         found = [a for a in answers if a.doc is not None or open_revs != "all"]
         if open_revs == "all" and not found:
             raise NotFound("missing")
+        if _wants_multipart(request):
+            return multipart_mixed([a.doc or a.open_revs_json() for a in found])
         return raw_json_response(b"[" + b",".join(a.open_revs_json() for a in found) + b"]")
     answer = answers[0]
     if answer.doc is None:
@@ -88,6 +87,12 @@ async def get_doc(request: web.Request) -> web.Response:
     if rev is None and orjson.loads(answer.doc).get("_deleted"):
         raise NotFound("deleted")
     return raw_json_response(answer.doc, headers={"ETag": f'"{answer.rev}"'})
+
+
+def _wants_multipart(request: web.Request) -> bool:
+    """CouchDB's replicator asks for ``open_revs`` as ``multipart/mixed`` only."""
+    accept = request.headers.get("Accept", "")
+    return "multipart/mixed" in accept and "application/json" not in accept
 
 
 def _rev_from_request(request: web.Request) -> str | None:
