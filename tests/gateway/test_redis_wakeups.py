@@ -1,0 +1,51 @@
+"""Cross-instance feed wake-ups through Redis pub/sub (real Redis at 127.0.0.1:6379)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from typing import Any
+
+import pytest
+
+from gateway.app import create_app
+from tests.helpers import Couch
+
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def test_a_longpoll_on_one_instance_wakes_for_a_write_on_another(
+    aiohttp_client: Any, settings: Any, engine: Any
+) -> None:
+    # Polling is set far beyond the longpoll timeout: only a Redis message can wake it.
+    redis_settings = dataclasses.replace(settings, redis_url=REDIS_URL, feed_poll_seconds=600)
+    first = Couch(await aiohttp_client(create_app(redis_settings, migrate=False)), "admin")
+    second = Couch(await aiohttp_client(create_app(redis_settings, migrate=False)), "admin")
+    await first.put("/field?access_mode=shared")
+    info = await second.get("/field")
+    waiting = asyncio.create_task(
+        second.get(f"/field/_changes?feed=longpoll&since={info['update_seq']}&timeout=30000")
+    )
+    await asyncio.sleep(0.5)  # let the listener subscribe; correctness does not depend on it
+    assert not waiting.done()
+    written = await first.put("/field/fresh", {"v": 1})
+    feed = await asyncio.wait_for(waiting, timeout=60)
+    assert [(r["id"], r["changes"][0]["rev"]) for r in feed["results"]] == [
+        ("fresh", written["rev"])
+    ]
+
+
+async def test_feeds_keep_working_when_redis_is_unreachable(
+    aiohttp_client: Any, settings: Any, engine: Any
+) -> None:
+    broken = dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0", feed_poll_seconds=0.2)
+    couch = Couch(await aiohttp_client(create_app(broken, migrate=False)), "admin")
+    await couch.put("/field?access_mode=shared")
+    waiting = asyncio.create_task(couch.get("/field/_changes?feed=longpoll&since=0&timeout=30000"))
+    written = await couch.put("/field/doc", {"v": 1})
+    feed = await asyncio.wait_for(waiting, timeout=60)
+    assert feed["results"][0]["changes"][0]["rev"] == written["rev"]
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
