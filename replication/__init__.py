@@ -56,6 +56,7 @@ from replication.revtree import (
     tree_from_data,
     tree_to_data,
 )
+from replication.selector import Selector, compile_selector
 from replication.winner import (
     Leaf,
     collect_conflicts,
@@ -86,6 +87,7 @@ __all__ = [
     "RevNode",
     "RevTree",
     "RevsDiff",
+    "Selector",
     "Seq",
     "TooLarge",
     "Unauthorized",
@@ -95,6 +97,7 @@ __all__ = [
     "collect_deleted_conflicts",
     "compare_replication_history",
     "compare_replication_logs",
+    "compile_selector",
     "descendant_leaves",
     "is_leaf",
     "leaf_infos",

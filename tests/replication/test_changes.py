@@ -36,7 +36,7 @@ def test_a_seq_parses_from_numbers_strings_and_couchdb_2_style_strings(raw, valu
         1.5,
         "012",
         "12abc",
-        "１２",  # full-width digits are not a sequence
+        "\uff11\uff12",  # full-width digits are not a sequence
         True,
         False,
         None,

@@ -27,7 +27,9 @@ LIMIT = 1000
 
 def write(tree, edit, revs_limit=LIMIT):
     """Apply an interactive edit to a read-only view (a mutation would raise)."""
-    return apply_edit(MappingProxyType(dict(tree or {})), edit, new_edits=True, revs_limit=revs_limit)
+    return apply_edit(
+        MappingProxyType(dict(tree or {})), edit, new_edits=True, revs_limit=revs_limit
+    )
 
 
 def replicate(tree, edit, revs_limit=LIMIT):
@@ -160,7 +162,7 @@ def test_an_edit_beyond_revs_limit_stems_and_reports_what_it_dropped():
 
 
 def test_an_attachment_digest_takes_part_in_the_revision():
-    tree, rev1 = created()
+    _, rev1 = created()
     plain = DocEdit("doc", rev=rev1, body={"v": 2})
     with_photo = DocEdit(
         "doc", rev=rev1, body={"v": 2}, attachments=(Attachment("p.jpg", digest="md5-x"),)
