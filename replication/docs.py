@@ -126,6 +126,7 @@ def parse_doc(obj: object, *, doc_id: str | None = None) -> DocEdit:
         path = revisions_to_path(obj["_revisions"])
         if rev is not None and path[0] != rev:
             raise BadRequest("_rev does not match _revisions")
+        rev = path[0]  # as CouchDB: the head of _revisions is the document's revision
     deleted = obj.get("_deleted", False)
     if not isinstance(deleted, bool):
         raise BadRequest("_deleted must be a boolean")

@@ -87,7 +87,7 @@ def _apply_new_edit(tree: RevTree, edit: DocEdit, revs_limit: int) -> EditResult
 
 def _idempotent_or_conflict(tree: RevTree, edit: DocEdit) -> EditResult:
     # The same edit, already applied (a retried request or a twin device): same revision.
-    if edit.rev is not None and edit.rev in tree:
+    if edit.rev is None or edit.rev in tree:
         child = new_child_rev(edit.rev, edit)
         if child in tree:
             return EditResult(tree, child)

@@ -64,6 +64,9 @@ class Selector:
             return False
 
 
+MAX_REGEX_LENGTH = 256
+
+
 def compile_selector(selector: object) -> Selector:
     """Validate ``selector`` and compile it; raise ``BadRequest`` saying what is wrong."""
     if not isinstance(selector, Mapping):
@@ -143,6 +146,10 @@ def _test(op: str, arg: Any) -> Predicate:
         return lambda value: _is_int(value) and _rem(value, arg[0]) == arg[1]
     if op == "$regex":
         _require(isinstance(arg, str), "$regex takes a string")
+        # Python's re has no time limit: bound what a client can ask it to do.
+        _require(
+            len(arg) <= MAX_REGEX_LENGTH, f"$regex is limited to {MAX_REGEX_LENGTH} characters"
+        )
         try:
             pattern = re.compile(arg)
         except re.error as exc:

@@ -230,3 +230,8 @@ def test_no_attachments_is_an_empty_tuple():
 def test_a_malformed_attachment_is_a_bad_request(attachments):
     with pytest.raises(BadRequest):
         parse_attachments(attachments)
+
+
+def test_revisions_without_rev_make_the_head_of_the_path_the_revision():
+    edit = parse_doc({"_id": "a", "_revisions": {"start": 2, "ids": ["b", "a"]}})
+    assert edit.rev == "2-b" and edit.path == ("2-b", "1-a")

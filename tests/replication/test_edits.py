@@ -233,3 +233,14 @@ def test_a_replicated_path_longer_than_revs_limit_is_stemmed():
     assert result.tree == {"3-c": N(None), "4-d": N("3-c")}
     assert result.dropped == {"2-b", "1-a"}
     assert result.stored
+
+
+def test_retrying_an_identical_create_returns_the_same_revision_not_a_conflict():
+    edit = DocEdit("doc", body={"title": "same on two devices"})
+    first = apply_edit({}, edit, new_edits=True, revs_limit=LIMIT)
+    again = apply_edit(first.tree, edit, new_edits=True, revs_limit=LIMIT)
+    assert again.error is None and again.rev == first.rev and not again.stored
+    other = apply_edit(
+        first.tree, DocEdit("doc", body={"title": "x"}), new_edits=True, revs_limit=LIMIT
+    )
+    assert other.error is not None

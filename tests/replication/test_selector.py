@@ -367,3 +367,9 @@ def test_not_is_the_complement_on_a_present_field_and_false_on_a_missing_one(op,
     negated = compile_selector({"$not": {"a": {op: arg}}})
     assert negated.matches({"a": value}) is not plain.matches({"a": value})
     assert plain.matches({}) is negated.matches({}) is False
+
+
+def test_an_overlong_regex_is_refused():
+    with pytest.raises(BadRequest, match="limited"):
+        compile_selector({"a": {"$regex": "a" * 257}})
+    assert compile_selector({"a": {"$regex": "^a+$"}}).matches({"a": "aaa"})
