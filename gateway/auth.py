@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.keys import ENGINE, PASSWORD_CACHE, SETTINGS
 from replication import Unauthorized
+from schema.databases import DB_NAME_RE
 from schema.engine import read_transaction
 from schema.users import User, find_user, find_user_with_database, verify_password
 
@@ -126,7 +127,11 @@ async def authenticate(request: web.Request) -> RequestContext | None:
 
 async def _load_user(request: web.Request, name: str) -> User | None:
     """Load the caller (and, in the same round trip, the URL's database)."""
+    if "\x00" in name:  # no user has one, and PostgreSQL text cannot hold it
+        return None
     db_name = request.match_info.get("db")
+    if db_name is not None and not DB_NAME_RE.match(db_name):
+        db_name = None  # open_db answers 400 for an invalid name
     async with read_transaction(request.app[ENGINE]) as conn:
         if db_name is None:
             user = await find_user(conn, name)

@@ -58,7 +58,7 @@ async def parse_changes_params(request: web.Request, settings: Settings) -> Chan
         raw_ids = body.get("doc_ids", query_json(request, "doc_ids"))
         if not isinstance(raw_ids, list) or not all(isinstance(i, str) for i in raw_ids):
             raise BadRequest("filter=_doc_ids needs `doc_ids`, a JSON list of strings")
-        doc_ids = tuple(raw_ids)
+        doc_ids = tuple(i for i in raw_ids if "\x00" not in i)  # no document has a NUL
     elif filter_name == "_selector":
         raw_selector = body.get("selector", query_json(request, "selector"))
         if raw_selector is None:

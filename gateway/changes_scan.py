@@ -44,9 +44,14 @@ async def scan(
     state: ScanState,
     *,
     batch: int,
+    upto: int | None = None,
 ) -> AsyncIterator[list[bytes]]:
-    """Yield rendered rows after ``state.since``, one list per query, updating ``state``."""
-    upto = await current_seq(engine, access.db.name)
+    """Yield rendered rows after ``state.since``, one list per query, updating ``state``.
+
+    ``upto`` is a committed ``update_seq`` to scan to (read now when not given).
+    """
+    if upto is None:
+        upto = await current_seq(engine, access.db.name)
     if upto <= state.since and not params.descending:
         return
     need_bodies = params.include_docs or params.selector is not None

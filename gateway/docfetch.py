@@ -17,6 +17,11 @@ from replication import descendant_leaves, rev_path
 from schema.reads import DocRow, RevisionRow, get_attachment_data, get_doc_rows, get_revisions
 
 
+def lookup_ids(doc_ids: Sequence[str]) -> list[str]:
+    """Drop ids no document can have (NUL: PostgreSQL text cannot even hold it)."""
+    return [doc_id for doc_id in doc_ids if "\x00" not in doc_id]
+
+
 @dataclass(frozen=True, slots=True)
 class FetchRequest:
     """One wanted document: a revision, a list of revisions, ``"all"`` leaves, or the winner."""
@@ -84,7 +89,7 @@ async def fetch_docs(
     revs_limit: int = 1000,
 ) -> list[list[Fetched]]:
     """Resolve and render every request; one inner list per request."""
-    rows = await get_doc_rows(conn, db_id, [r.doc_id for r in requests], owner)
+    rows = await get_doc_rows(conn, db_id, lookup_ids([r.doc_id for r in requests]), owner)
     plan: list[list[tuple[str, str | None]]] = []
     keys: list[tuple[str, str]] = []
     for req in requests:

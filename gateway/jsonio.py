@@ -11,6 +11,7 @@ from replication import BadRequest, TooLarge
 from replication.errors import UnsupportedMediaType
 
 JSON = "application/json"
+MAX_INT = 2**63 - 1
 
 
 def json_response(
@@ -89,6 +90,8 @@ def query_int(
         raise BadRequest(f"Invalid integer parameter: {name}") from exc
     if value < minimum:
         raise BadRequest(f"Parameter {name} must be at least {minimum}")
+    if value > MAX_INT:  # what a 64-bit LIMIT/OFFSET can hold
+        raise BadRequest(f"Parameter {name} must be at most {MAX_INT}")
     return value
 
 

@@ -30,7 +30,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 5984
-    db_pool_size: int = 10
+    db_pool_size: int = 20
     max_request_bytes: int = 64 * 1024 * 1024
     max_document_bytes: int = 8 * 1024 * 1024
     max_attachment_bytes: int = 10 * 1024 * 1024

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from gateway.settings import Settings
-from replication import DocEdit, TooLarge, parse_doc
+from replication import BadRequest, DocEdit, TooLarge, parse_doc
 
 
 def edit_from_json(obj: Any, settings: Settings, *, doc_id: str | None = None) -> DocEdit:
@@ -17,9 +17,17 @@ def edit_from_json(obj: Any, settings: Settings, *, doc_id: str | None = None) -
     return edit
 
 
+def encoded_size(body: Any) -> int:
+    """Return the size of ``body`` as stored; ``BadRequest`` if it cannot be stored."""
+    try:
+        return len(orjson.dumps(body))
+    except TypeError as exc:  # orjson refuses nesting deeper than 254 levels
+        raise BadRequest("Document is nested too deeply (at most 250 levels).") from exc
+
+
 def check_sizes(edit: DocEdit, settings: Settings) -> None:
     """Refuse documents and attachments above the configured limits."""
-    if len(orjson.dumps(edit.body)) > settings.max_document_bytes:
+    if encoded_size(edit.body) > settings.max_document_bytes:
         raise TooLarge(f"Document exceeds the {settings.max_document_bytes}-byte limit.")
     for att in edit.attachments:
         size = len(att.data) if att.data is not None else (att.length or 0)

@@ -36,6 +36,7 @@ from replication import (
 )
 from schema.databases import Database, advance_database, lock_database
 from schema.engine import insert_ignore
+from schema.keys import where_doc_ids, where_doc_revs
 from schema.tables import attachments, documents, revisions
 
 CHUNK = 500
@@ -71,14 +72,10 @@ async def load_trees(
     """Return ``{doc_id: (tree, deleted, owner_id)}`` for the documents that exist."""
     found: dict[str, tuple[RevTree, bool, int | None]] = {}
     for part in chunks(doc_ids):
-        rows = await conn.execute(
-            select(
-                documents.c.doc_id,
-                documents.c.rev_tree,
-                documents.c.deleted,
-                documents.c.owner_id,
-            ).where(documents.c.db_id == db_id, documents.c.doc_id.in_(part))
+        stmt = select(
+            documents.c.doc_id, documents.c.rev_tree, documents.c.deleted, documents.c.owner_id
         )
+        rows = await conn.execute(where_doc_ids(conn, stmt, documents, db_id, part))
         for doc_id, raw_tree, deleted, owner_id in rows:
             found[doc_id] = (tree_from_data(orjson.loads(raw_tree)), deleted, owner_id)
     return found
@@ -267,12 +264,8 @@ async def _resolve_stubs(
     keys = list({(edits[i].doc_id, rev) for i, revs in wanted.items() for rev in revs})
     metas: dict[tuple[str, str], dict[str, Any]] = {}
     for part in chunks(keys):
-        rows = await conn.execute(
-            select(revisions.c.doc_id, revisions.c.rev, revisions.c.attachments).where(
-                revisions.c.db_id == db_id,
-                tuple_(revisions.c.doc_id, revisions.c.rev).in_(list(part)),
-            )
-        )
+        stmt = select(revisions.c.doc_id, revisions.c.rev, revisions.c.attachments)
+        rows = await conn.execute(where_doc_revs(conn, stmt, revisions, db_id, part))
         for doc_id, rev, raw in rows:
             metas[(doc_id, rev)] = orjson.loads(raw) if raw else {}
     resolved: list[DocEdit | WriteResult] = []

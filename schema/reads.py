@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select, tuple_
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import RevTree, tree_from_data
 from schema.documents import chunks
+from schema.keys import where_doc_ids, where_doc_revs
 from schema.tables import attachments, documents, revisions
 
 
@@ -74,11 +75,8 @@ async def get_doc_rows(
     """Return the rows of the given documents that exist (and that ``owner_id`` may see)."""
     found: dict[str, DocRow] = {}
     for part in chunks(list(dict.fromkeys(doc_ids))):
-        rows = await conn.execute(
-            select(*_DOC_COLUMNS).where(
-                documents.c.db_id == db_id, documents.c.doc_id.in_(part), owner_clause(owner_id)
-            )
-        )
+        stmt = select(*_DOC_COLUMNS).where(owner_clause(owner_id))
+        rows = await conn.execute(where_doc_ids(conn, stmt, documents, db_id, part))
         for row in rows:
             found[row[0]] = _doc_row(row)
     return found
@@ -91,18 +89,14 @@ async def get_revisions(
     found: dict[tuple[str, str], RevisionRow] = {}
     unique = list(dict.fromkeys(keys))
     for part in chunks(unique):
-        rows = await conn.execute(
-            select(
-                revisions.c.doc_id,
-                revisions.c.rev,
-                revisions.c.deleted,
-                revisions.c.body,
-                revisions.c.attachments,
-            ).where(
-                revisions.c.db_id == db_id,
-                tuple_(revisions.c.doc_id, revisions.c.rev).in_(list(part)),
-            )
+        stmt = select(
+            revisions.c.doc_id,
+            revisions.c.rev,
+            revisions.c.deleted,
+            revisions.c.body,
+            revisions.c.attachments,
         )
+        rows = await conn.execute(where_doc_revs(conn, stmt, revisions, db_id, part))
         for doc_id, rev, deleted, body, atts in rows:
             found[(doc_id, rev)] = RevisionRow(
                 rev, deleted, body, orjson.loads(atts) if atts else None

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from gateway.dbctx import DbAccess, open_db
-from gateway.docfetch import FetchRequest, fetch_docs
+from gateway.docfetch import FetchRequest, fetch_docs, lookup_ids
 from gateway.docjson import RenderOptions
 from gateway.jsonio import query_bool, query_int, query_json, raw_json_response, read_json_object
 from gateway.keys import ENGINE
@@ -23,6 +23,8 @@ def _key_param(request: web.Request, *names: str) -> str | None:
         if value is not None:
             if not isinstance(value, str):
                 return None if value is None else _non_string_key(value)
+            if "\x00" in value:  # PostgreSQL text cannot hold NUL, so no range starts there
+                raise BadRequest("_all_docs keys may not contain NUL")
             return value
     return None
 
@@ -59,7 +61,7 @@ async def all_docs(request: web.Request) -> web.Response:
             wanted = wanted[skip:]
             if limit is not None:
                 wanted = wanted[:limit]
-            found = await get_doc_rows(conn, access.db.id, wanted, access.owner)
+            found = await get_doc_rows(conn, access.db.id, lookup_ids(wanted), access.owner)
             rows = [(k, found.get(k)) for k in wanted]
             if keys is None:  # a single `key` behaves like a range: no error rows
                 rows = [(k, r) for k, r in rows if r is not None and not r.deleted]

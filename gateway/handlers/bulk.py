@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from gateway.dbctx import open_db, write_edits
-from gateway.docfetch import FetchRequest, fetch_docs
+from gateway.docfetch import FetchRequest, fetch_docs, lookup_ids
 from gateway.docjson import RenderOptions
 from gateway.handlers.docs import render_options
 from gateway.jsonio import (
@@ -121,7 +121,7 @@ async def revs_diff_handler(request: web.Request) -> web.Response:
             raise BadRequest(f"Revisions of {doc_id!r} must be a list")
         wanted[doc_id] = [validate_rev(rev) for rev in revs]
     async with read_transaction(request.app[ENGINE]) as conn:
-        trees = await load_trees(conn, access.db.id, list(wanted))
+        trees = await load_trees(conn, access.db.id, lookup_ids(list(wanted)))
     out: dict[str, Any] = {}
     for doc_id, revs in wanted.items():
         found = trees.get(doc_id)

@@ -1,6 +1,9 @@
 """``GET|POST /{db}/_changes``: normal, longpoll, continuous and eventsource feeds.
 
-Every feed streams: rows are written as they are read, in batches, never collected whole.
+Rows are rendered in batches, one query per batch.  A normal feed that fits in
+``BUFFER_LIMIT`` bytes is sent as one response; anything larger is streamed as it is read.
+Longpoll and continuous feeds grab the database's wake-up event *before* each scan, so a
+change committed during a scan is never slept through.
 """
 
 from __future__ import annotations
@@ -12,32 +15,64 @@ import orjson
 from aiohttp import web
 
 from gateway.changes_params import ChangesParams, parse_changes_params
-from gateway.changes_scan import ScanState, current_seq, scan
+from gateway.changes_scan import ScanState, scan
 from gateway.cors import add_cors_headers
 from gateway.dbctx import DbAccess, open_db
 from gateway.keys import ENGINE, NOTIFIER, SETTINGS
 
+BUFFER_LIMIT = 256 * 1024
+
+
+class FeedWriter:
+    """Buffers a response body and switches to chunked streaming once it grows large."""
+
+    def __init__(self, request: web.Request, content_type: str, *, stream: bool) -> None:
+        self.request = request
+        self.content_type = content_type
+        self.buffer: list[bytes] = []
+        self.size = 0
+        self.resp: web.StreamResponse | None = None
+        self.stream = stream
+
+    async def start(self) -> None:
+        """Send headers now (feeds that wait for changes)."""
+        if self.resp is None:
+            self.resp = web.StreamResponse(
+                headers={"Content-Type": self.content_type, "Cache-Control": "no-cache"}
+            )
+            self.resp.enable_chunked_encoding()
+            add_cors_headers(self.request, self.resp)
+            await self.resp.prepare(self.request)
+
+    async def write(self, data: bytes) -> None:
+        self.buffer.append(data)
+        self.size += len(data)
+        if self.stream or self.size >= BUFFER_LIMIT:
+            await self.flush()
+
+    async def flush(self) -> None:
+        await self.start()
+        if self.buffer and self.resp is not None:
+            await self.resp.write(b"".join(self.buffer))
+            self.buffer, self.size = [], 0
+
+    async def finish(self) -> web.StreamResponse:
+        if self.resp is None:
+            return web.Response(body=b"".join(self.buffer), content_type=self.content_type)
+        await self.flush()
+        await self.resp.write_eof()
+        return self.resp
+
 
 async def changes(request: web.Request) -> web.StreamResponse:
     access = await open_db(request)
-    settings = request.app[SETTINGS]
-    params = await parse_changes_params(request, settings)
-    engine = request.app[ENGINE]
+    params = await parse_changes_params(request, request.app[SETTINGS])
+    # The database row was read with the caller: its update_seq is a committed snapshot.
     since = access.db.update_seq if params.since == "now" else params.since.value
-    if params.since == "now":
-        since = await current_seq(engine, access.db.name)
     state = ScanState(since)
     if params.feed in ("continuous", "eventsource"):
         return await _stream_feed(request, access, params, state)
     return await _json_feed(request, access, params, state)
-
-
-async def _start(request: web.Request, content_type: str) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
-    resp.enable_chunked_encoding()
-    add_cors_headers(request, resp)
-    await resp.prepare(request)
-    return resp
 
 
 def _deadline(params: ChangesParams) -> float:
@@ -45,11 +80,7 @@ def _deadline(params: ChangesParams) -> float:
 
 
 async def _wait(
-    request: web.Request,
-    access: DbAccess,
-    event: asyncio.Event,
-    params: ChangesParams,
-    deadline: float,
+    request: web.Request, event: asyncio.Event, params: ChangesParams, deadline: float
 ) -> bool:
     """Wait for a change, a heartbeat slot or the poll interval; False when the feed times out."""
     remaining = deadline - time.monotonic()
@@ -71,37 +102,34 @@ async def _json_feed(
     notifier = request.app[NOTIFIER]
     batch = request.app[SETTINGS].changes_batch_size
     engine = request.app[ENGINE]
-    resp = await _start(request, "application/json")
-    await resp.write(b'{"results":[\n')
+    out = FeedWriter(request, "application/json", stream=False)
+    await out.write(b'{"results":[\n')
     first = True
     deadline = _deadline(params)
     last_beat = time.monotonic()
+    upto: int | None = access.db.update_seq
     while True:
         event = notifier.current(access.db.name)
-        async for rows in scan(engine, access, params, state, batch=batch):
+        async for rows in scan(engine, access, params, state, batch=batch, upto=upto):
             chunk = b",\n".join(_interval(row, state, params) for row in rows)
-            await resp.write(chunk if first else b",\n" + chunk)
+            await out.write(chunk if first else b",\n" + chunk)
             first = False
         if params.feed != "longpoll" or state.matched or params.descending:
             break
-        if not await _wait(request, access, event, params, deadline):
+        await out.start()  # a longpoll client gets its headers while it waits
+        if not await _wait(request, event, params, deadline):
             break
+        upto = None
         if params.heartbeat_ms and time.monotonic() - last_beat >= params.heartbeat_ms / 1000:
-            await resp.write(b"\n")
+            await out.write(b"\n")
+            await out.flush()
             last_beat = time.monotonic()
     pending = 0
     if params.limit is not None and state.matched >= params.limit and not params.descending:
-        pending = max(0, await current_seq(engine, access.db.name) - state.since)
-    await resp.write(
-        b"\n],\n" + orjson.dumps({"last_seq": state.since, "pending": pending})[1:] + b"\n"
-    )
-    await resp.write_eof()
-    return resp
-
-
-def _sse_event(row: bytes) -> bytes:
-    seq = orjson.loads(row)["seq"]
-    return b"data: " + row + b"\nid: " + str(seq).encode() + b"\n\n"
+        pending = max(0, (upto if upto is not None else state.since) - state.since)
+    tail = orjson.dumps({"last_seq": state.since, "pending": pending})
+    await out.write(b"\n],\n" + tail[1:] + b"\n")
+    return await out.finish()
 
 
 def _interval(row: bytes, state: ScanState, params: ChangesParams) -> bytes:
@@ -113,6 +141,11 @@ def _interval(row: bytes, state: ScanState, params: ChangesParams) -> bytes:
     return row
 
 
+def _sse_event(row: bytes) -> bytes:
+    seq = orjson.loads(row)["seq"]
+    return b"data: " + row + b"\nid: " + str(seq).encode() + b"\n\n"
+
+
 async def _stream_feed(
     request: web.Request, access: DbAccess, params: ChangesParams, state: ScanState
 ) -> web.StreamResponse:
@@ -120,7 +153,8 @@ async def _stream_feed(
     batch = request.app[SETTINGS].changes_batch_size
     engine = request.app[ENGINE]
     sse = params.feed == "eventsource"
-    resp = await _start(request, "text/event-stream" if sse else "application/json")
+    out = FeedWriter(request, "text/event-stream" if sse else "application/json", stream=True)
+    await out.start()
     deadline = _deadline(params)
     last_beat = time.monotonic()
     try:
@@ -130,21 +164,20 @@ async def _stream_feed(
             async for rows in scan(engine, access, params, state, batch=batch):
                 wrote = True
                 if sse:
-                    await resp.write(b"".join(_sse_event(row) for row in rows))
+                    await out.write(b"".join(_sse_event(row) for row in rows))
                 else:
-                    await resp.write(b"\n".join(rows) + b"\n")
+                    await out.write(b"\n".join(rows) + b"\n")
             if params.limit is not None and state.matched >= params.limit:
                 break
             if wrote:
                 deadline = _deadline(params)
-            if not await _wait(request, access, event, params, deadline):
+            if not await _wait(request, event, params, deadline):
                 break
             if params.heartbeat_ms and time.monotonic() - last_beat >= params.heartbeat_ms / 1000:
-                await resp.write(b"event: heartbeat\ndata: \n\n" if sse else b"\n")
+                await out.write(b"event: heartbeat\ndata: \n\n" if sse else b"\n")
                 last_beat = time.monotonic()
         if not sse:
-            await resp.write(orjson.dumps({"last_seq": state.since}) + b"\n")
-        await resp.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    return resp
+            await out.write(orjson.dumps({"last_seq": state.since}) + b"\n")
+        return await out.finish()
+    except ConnectionResetError:
+        return out.resp or web.Response()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from gateway.dbctx import open_db
 from gateway.docjson import splice
 from gateway.jsonio import json_response, raw_json_response, read_json_object
 from gateway.keys import ENGINE
+from gateway.validation import encoded_size
 from replication import BadRequest, validate_doc_id
 from schema.engine import read_transaction, single_statement, write_transaction
 from schema.local_docs import delete_local, get_local, put_local
@@ -38,7 +38,7 @@ async def put_local_doc(request: web.Request) -> web.Response:
         raise BadRequest("Document id in the body does not match the URL")
     rev = request.query.get("rev", body.get("_rev"))
     content = {k: v for k, v in body.items() if k not in ("_id", "_rev")}
-    if len(orjson.dumps(content)) > 1024 * 1024:
+    if encoded_size(content) > 1024 * 1024:
         raise BadRequest("Local documents are limited to 1 MiB")
     async with single_statement(request.app[ENGINE]) as conn:
         new_rev = await put_local(conn, access.db.id, access.user.id, doc_id, rev, content)

@@ -92,6 +92,8 @@ async def post_session(request: web.Request) -> web.Response:
         name, password = data.get("name", data.get("username")), data.get("password")
     if not isinstance(name, str) or not isinstance(password, str):
         raise BadRequest("name and password are required")
+    if "\x00" in name:  # no user has one, and PostgreSQL text cannot hold it
+        raise Unauthorized("Name or password is incorrect.")
     async with read_transaction(request.app[ENGINE]) as conn:
         user = await find_user(conn, name)
     if user is None or user.disabled or not request.app[PASSWORD_CACHE].check(user, password):
