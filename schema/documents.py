@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
 from replication import (
     Attachment,
@@ -36,7 +37,7 @@ from replication import (
 )
 from schema.databases import Database, advance_database, lock_database
 from schema.engine import insert_ignore
-from schema.keys import where_doc_ids, where_doc_revs
+from schema.keys import fetch_by_ids, fetch_by_revs
 from schema.tables import attachments, documents, revisions
 
 CHUNK = 500
@@ -66,16 +67,23 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _tree_select() -> Select[Any]:
+    return select(
+        documents.c.doc_id, documents.c.rev_tree, documents.c.deleted, documents.c.owner_id
+    )
+
+
+def _stub_select() -> Select[Any]:
+    return select(revisions.c.doc_id, revisions.c.rev, revisions.c.attachments)
+
+
 async def load_trees(
     conn: AsyncConnection, db_id: int, doc_ids: Sequence[str]
 ) -> dict[str, tuple[RevTree, bool, int | None]]:
     """Return ``{doc_id: (tree, deleted, owner_id)}`` for the documents that exist."""
     found: dict[str, tuple[RevTree, bool, int | None]] = {}
     for part in chunks(doc_ids):
-        stmt = select(
-            documents.c.doc_id, documents.c.rev_tree, documents.c.deleted, documents.c.owner_id
-        )
-        rows = await conn.execute(where_doc_ids(conn, stmt, documents, db_id, part))
+        rows = await fetch_by_ids(conn, _tree_select, documents, db_id, part)
         for doc_id, raw_tree, deleted, owner_id in rows:
             found[doc_id] = (tree_from_data(orjson.loads(raw_tree)), deleted, owner_id)
     return found
@@ -264,8 +272,7 @@ async def _resolve_stubs(
     keys = list({(edits[i].doc_id, rev) for i, revs in wanted.items() for rev in revs})
     metas: dict[tuple[str, str], dict[str, Any]] = {}
     for part in chunks(keys):
-        stmt = select(revisions.c.doc_id, revisions.c.rev, revisions.c.attachments)
-        rows = await conn.execute(where_doc_revs(conn, stmt, revisions, db_id, part))
+        rows = await fetch_by_revs(conn, _stub_select, revisions, db_id, part)
         for doc_id, rev, raw in rows:
             metas[(doc_id, rev)] = orjson.loads(raw) if raw else {}
     resolved: list[DocEdit | WriteResult] = []

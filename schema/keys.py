@@ -1,4 +1,4 @@
-"""Looking rows up by many keys at once, in a shape each backend plans well.
+"""Looking rows up by many keys at once, with statements built once per backend.
 
 On PostgreSQL, ``doc_id IN ($1, ..., $n)`` next to ``db_id = $0`` may be planned as a scan of
 every document of the database when statistics are stale (a fresh or bulk-loaded table), and
@@ -9,48 +9,53 @@ batch size:
     SELECT d.* FROM unnest($2::text[]) AS k(id) CROSS JOIN LATERAL
       (SELECT ... FROM documents WHERE db_id = $1 AND doc_id = k.id COLLATE "C" LIMIT 1) AS d
 
-SQLite plans ``IN`` lists on its primary key well, so it keeps them.
+SQLite plans ``IN`` lists on its primary key well, so it keeps them.  Statements are built
+once per (query, backend) and reused, so SQLAlchemy never rebuilds or re-keys them; callers
+pass ``db_id`` and ``ids`` (or ``doc_ids`` and ``revs``) as parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, Text, func, literal, select, true, tuple_
+from sqlalchemy import Integer, Table, Text, bindparam, func, or_, select, true, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
 from schema.engine import is_sqlite
 
+Builder = Callable[[], Select[Any]]
 
-def where_doc_ids(
-    conn: AsyncConnection, stmt: Select[Any], table: Table, db_id: int, ids: Sequence[str]
-) -> Select[Any]:
-    """Restrict ``stmt`` (selecting from ``table``) to one database's ``ids``."""
-    if is_sqlite(conn):
-        return stmt.where(table.c.db_id == db_id, table.c.doc_id.in_(list(ids)))
-    keys = func.unnest(literal(list(ids), ARRAY(Text))).table_valued("id").render_derived(name="k")
+
+def owner_param(column: Any) -> Any:
+    """``(:owner IS NULL OR column = :owner)``: an optional owner restriction as a parameter."""
+    owner = bindparam("owner", type_=Integer)
+    return or_(owner.is_(None), column == owner)
+
+
+def _by_ids(sqlite: bool, stmt: Select[Any], table: Table) -> Select[Any]:
+    db_id = bindparam("db_id", type_=Integer)
+    if sqlite:
+        return stmt.where(
+            table.c.db_id == db_id, table.c.doc_id.in_(bindparam("ids", expanding=True))
+        )
+    ids = bindparam("ids", type_=ARRAY(Text))
+    keys = func.unnest(ids).table_valued("id").render_derived(name="k")
     probe = stmt.where(table.c.db_id == db_id, table.c.doc_id == keys.c.id.collate("C"))
     found = probe.limit(1).lateral("d")
     return select(*found.c).select_from(keys).join(found, true())
 
 
-def where_doc_revs(
-    conn: AsyncConnection,
-    stmt: Select[Any],
-    table: Table,
-    db_id: int,
-    pairs: Sequence[tuple[str, str]],
-) -> Select[Any]:
-    """Restrict ``stmt`` (selecting from ``table``) to one database's ``(doc_id, rev)`` pairs."""
-    if is_sqlite(conn):
-        return stmt.where(
-            table.c.db_id == db_id, tuple_(table.c.doc_id, table.c.rev).in_(list(pairs))
-        )
-    doc_ids = literal([p[0] for p in pairs], ARRAY(Text))
-    revs = literal([p[1] for p in pairs], ARRAY(Text))
+def _by_revs(sqlite: bool, stmt: Select[Any], table: Table) -> Select[Any]:
+    db_id = bindparam("db_id", type_=Integer)
+    if sqlite:
+        pairs = tuple_(table.c.doc_id, table.c.rev).in_(bindparam("pairs", expanding=True))
+        return stmt.where(table.c.db_id == db_id, pairs)
+    doc_ids = bindparam("doc_ids", type_=ARRAY(Text))
+    revs = bindparam("revs", type_=ARRAY(Text))
     keys = func.unnest(doc_ids, revs).table_valued("id", "rev").render_derived(name="k")
     probe = stmt.where(
         table.c.db_id == db_id,
@@ -59,3 +64,39 @@ def where_doc_revs(
     )
     found = probe.limit(1).lateral("d")
     return select(*found.c).select_from(keys).join(found, true())
+
+
+@cache
+def _statement(builder: Builder, table: Table, sqlite: bool, by: str) -> Select[Any]:
+    return (_by_ids if by == "ids" else _by_revs)(sqlite, builder(), table)
+
+
+async def fetch_by_ids(
+    conn: AsyncConnection,
+    builder: Builder,
+    table: Table,
+    db_id: int,
+    ids: Sequence[str],
+    **params: Any,
+) -> list[Any]:
+    """Run ``builder()``'s select restricted to ``ids`` of database ``db_id``; return rows."""
+    stmt = _statement(builder, table, is_sqlite(conn), "ids")
+    result = await conn.execute(stmt, {"db_id": db_id, "ids": list(ids), **params})
+    return list(result)
+
+
+async def fetch_by_revs(
+    conn: AsyncConnection,
+    builder: Builder,
+    table: Table,
+    db_id: int,
+    pairs: Sequence[tuple[str, str]],
+) -> list[Any]:
+    """Run ``builder()``'s select restricted to ``(doc_id, rev)`` pairs; return rows."""
+    sqlite = is_sqlite(conn)
+    stmt = _statement(builder, table, sqlite, "revs")
+    if sqlite:
+        params: dict[str, Any] = {"pairs": list(pairs)}
+    else:
+        params = {"doc_ids": [p[0] for p in pairs], "revs": [p[1] for p in pairs]}
+    return list(await conn.execute(stmt, {"db_id": db_id, **params}))

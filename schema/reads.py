@@ -9,10 +9,11 @@ from typing import Any
 import orjson
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
 from replication import RevTree, tree_from_data
 from schema.documents import chunks
-from schema.keys import where_doc_ids, where_doc_revs
+from schema.keys import fetch_by_ids, fetch_by_revs, owner_param
 from schema.tables import attachments, documents, revisions
 
 
@@ -64,6 +65,20 @@ def _doc_row(row: Any) -> DocRow:
     return DocRow(row[0], row[1], row[2], row[3], orjson.loads(row[4]), row[5], row[6])
 
 
+def _doc_select() -> Select[Any]:
+    return select(*_DOC_COLUMNS).where(owner_param(documents.c.owner_id))
+
+
+def _revision_select() -> Select[Any]:
+    return select(
+        revisions.c.doc_id,
+        revisions.c.rev,
+        revisions.c.deleted,
+        revisions.c.body,
+        revisions.c.attachments,
+    )
+
+
 def owner_clause(owner_id: int | None) -> Any:
     """Restrict to one owner's documents (None: no restriction)."""
     return documents.c.owner_id == owner_id if owner_id is not None else True
@@ -75,8 +90,7 @@ async def get_doc_rows(
     """Return the rows of the given documents that exist (and that ``owner_id`` may see)."""
     found: dict[str, DocRow] = {}
     for part in chunks(list(dict.fromkeys(doc_ids))):
-        stmt = select(*_DOC_COLUMNS).where(owner_clause(owner_id))
-        rows = await conn.execute(where_doc_ids(conn, stmt, documents, db_id, part))
+        rows = await fetch_by_ids(conn, _doc_select, documents, db_id, part, owner=owner_id)
         for row in rows:
             found[row[0]] = _doc_row(row)
     return found
@@ -89,14 +103,7 @@ async def get_revisions(
     found: dict[tuple[str, str], RevisionRow] = {}
     unique = list(dict.fromkeys(keys))
     for part in chunks(unique):
-        stmt = select(
-            revisions.c.doc_id,
-            revisions.c.rev,
-            revisions.c.deleted,
-            revisions.c.body,
-            revisions.c.attachments,
-        )
-        rows = await conn.execute(where_doc_revs(conn, stmt, revisions, db_id, part))
+        rows = await fetch_by_revs(conn, _revision_select, revisions, db_id, part)
         for doc_id, rev, deleted, body, atts in rows:
             found[(doc_id, rev)] = RevisionRow(
                 rev, deleted, body, orjson.loads(atts) if atts else None
