@@ -165,6 +165,8 @@ def stem(tree: RevTree, limit: int) -> tuple[RevTree, frozenset[str]]:
     """Keep the newest ``limit`` revisions of every leaf; return the tree and the dropped revs."""
     if limit < 1:
         raise BadRequest("revs_limit must be at least 1")
+    if len(tree) <= limit:  # no path can be longer than the whole tree
+        return tree, frozenset()
     # depth[rev]: distance to the nearest leaf below.  couch_key_tree:stem merges every leaf's
     # newest ``limit`` revisions back into a tree, so an edge survives only if one such path
     # holds both its ends: a node kept for one branch does not re-attach a cut ancestor.

@@ -6,7 +6,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import BigInteger, Integer, String, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,6 +42,22 @@ DATABASE_COLUMNS = (
     databases.c.doc_count,
     databases.c.doc_del_count,
     databases.c.instance_start_time,
+)
+
+
+# Built once: these run on every write.
+_SELECT_BY_NAME = select(*DATABASE_COLUMNS).where(
+    databases.c.name == bindparam("name", type_=String)
+)
+_LOCK_BY_NAME = _SELECT_BY_NAME.with_for_update()
+_ADVANCE = (
+    update(databases)
+    .where(databases.c.id == bindparam("db", type_=Integer))
+    .values(
+        update_seq=databases.c.update_seq + bindparam("seqs", type_=BigInteger),
+        doc_count=databases.c.doc_count + bindparam("docs", type_=BigInteger),
+        doc_del_count=databases.c.doc_del_count + bindparam("dels", type_=BigInteger),
+    )
 )
 
 
@@ -89,10 +105,9 @@ async def lock_database(conn: AsyncConnection, name: str) -> Database:
 
     Every writer takes this lock first, so commits are serialized in seq order.
     """
-    query = select(*DATABASE_COLUMNS).where(databases.c.name == name)
-    if not is_sqlite(conn):  # SQLite's BEGIN IMMEDIATE already holds the write lock.
-        query = query.with_for_update()
-    row = (await conn.execute(query)).first()
+    # SQLite's BEGIN IMMEDIATE already holds the write lock.
+    query = _SELECT_BY_NAME if is_sqlite(conn) else _LOCK_BY_NAME
+    row = (await conn.execute(query, {"name": name})).first()
     if row is None:
         raise NotFound("Database does not exist.")
     return Database(*row)
@@ -102,15 +117,7 @@ async def advance_database(
     conn: AsyncConnection, db: Database, *, seqs: int, doc_delta: int, del_delta: int
 ) -> None:
     """Record ``seqs`` new changes and the document-count deltas of one write."""
-    await conn.execute(
-        update(databases)
-        .where(databases.c.id == db.id)
-        .values(
-            update_seq=databases.c.update_seq + seqs,
-            doc_count=databases.c.doc_count + doc_delta,
-            doc_del_count=databases.c.doc_del_count + del_delta,
-        )
-    )
+    await conn.execute(_ADVANCE, {"db": db.id, "seqs": seqs, "docs": doc_delta, "dels": del_delta})
 
 
 async def set_revs_limit(conn: AsyncConnection, name: str, limit: int) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
@@ -59,6 +59,31 @@ class _DocState:
     was_deleted: bool
     owner_id: int | None
     changed: bool = False
+
+
+# Built once: these run on every write.
+_INSERT_DOCS = insert(documents).values(
+    db_id=bindparam("b_db_id"),
+    doc_id=bindparam("b_doc_id"),
+    seq=bindparam("seq"),
+    winning_rev=bindparam("winning_rev"),
+    deleted=bindparam("deleted"),
+    leaves=bindparam("leaves"),
+    rev_tree=bindparam("rev_tree"),
+    owner_id=bindparam("owner_id"),
+)
+_UPDATE_DOCS = (
+    update(documents)
+    .where(documents.c.db_id == bindparam("b_db_id"), documents.c.doc_id == bindparam("b_doc_id"))
+    .values(
+        seq=bindparam("seq"),
+        winning_rev=bindparam("winning_rev"),
+        deleted=bindparam("deleted"),
+        leaves=bindparam("leaves"),
+        rev_tree=bindparam("rev_tree"),
+        updated_at=func.now(),
+    )
+)
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -191,6 +216,7 @@ async def _write(
         infos = leaf_infos(state.tree)
         winner = infos[0]
         row = {
+            "b_db_id": db.id,
             "b_doc_id": doc_id,
             "seq": seq,
             "winning_rev": winner.rev,
@@ -212,30 +238,9 @@ async def _write(
         conn, db, seqs=seq - db.update_seq, doc_delta=doc_delta, del_delta=del_delta
     )
     if inserts:
-        await conn.execute(
-            insert(documents),
-            [
-                {
-                    "db_id": db.id,
-                    "doc_id": r["b_doc_id"],
-                    **{k: v for k, v in r.items() if k != "b_doc_id"},
-                }
-                for r in inserts
-            ],
-        )
+        await conn.execute(_INSERT_DOCS, inserts)
     if updates:
-        await conn.execute(
-            update(documents)
-            .where(documents.c.db_id == db.id, documents.c.doc_id == bindparam("b_doc_id"))
-            .values(
-                seq=bindparam("seq"),
-                winning_rev=bindparam("winning_rev"),
-                deleted=bindparam("deleted"),
-                leaves=bindparam("leaves"),
-                rev_tree=bindparam("rev_tree"),
-            ),
-            updates,
-        )
+        await conn.execute(_UPDATE_DOCS, updates)
     if new_attachments:
         await conn.execute(
             insert_ignore(conn, attachments),

@@ -7,13 +7,15 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import insert, select, true, update
+from sqlalchemy import String, bindparam, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
 from replication import BadRequest, Conflict, NotFound
-from schema.databases import Database
+from schema.databases import DATABASE_COLUMNS, Database
 from schema.tables import databases, users
 
 ROLES = ("admin", "manager", "inspector")
@@ -115,19 +117,27 @@ async def find_user(conn: AsyncConnection, name: str) -> User | None:
     return User(*row) if row else None
 
 
+def _user_with_db() -> Select[Any]:
+    db = (
+        select(*DATABASE_COLUMNS)
+        .where(databases.c.name == bindparam("db_name", type_=String))
+        .subquery("db")
+    )
+    return (
+        select(*_COLUMNS, *db.c)
+        .select_from(users.outerjoin(db, true()))
+        .where(users.c.name == bindparam("name", type_=String))
+    )
+
+
+_USER_WITH_DB = _user_with_db()  # built once: this runs on every request
+
+
 async def find_user_with_database(
     conn: AsyncConnection, name: str, db_name: str
 ) -> tuple[User | None, Database | None]:
     """Return the user called ``name`` and the database ``db_name`` in one round trip."""
-    from schema.databases import DATABASE_COLUMNS
-
-    db = select(*DATABASE_COLUMNS).where(databases.c.name == db_name).subquery("db")
-    stmt = (
-        select(*_COLUMNS, *db.c)
-        .select_from(users.outerjoin(db, true()))
-        .where(users.c.name == name)
-    )
-    row = (await conn.execute(stmt)).first()
+    row = (await conn.execute(_USER_WITH_DB, {"name": name, "db_name": db_name})).first()
     if row is None:
         return None, None
     user = User(*row[: len(_COLUMNS)])
