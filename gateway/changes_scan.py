@@ -55,15 +55,20 @@ async def scan(
     if upto <= state.since and not params.descending:
         return
     need_bodies = params.include_docs or params.selector is not None
+    # Without a row filter every row read is a row sent: read no more than the limit needs.
+    exact = params.selector is None and not params.design_only
     before = upto + 1
     while params.limit is None or state.matched < params.limit:
+        size = batch
+        if exact and params.limit is not None:
+            size = max(1, min(batch, params.limit - state.matched))
         async with read_transaction(engine) as conn:
             rows = await read_changes(
                 conn,
                 access.db.id,
                 since=0 if params.descending else state.since,
                 upto=before if params.descending else upto,
-                limit=batch,
+                limit=size,
                 descending=params.descending,
                 include_bodies=need_bodies,
                 owner_id=access.owner,
@@ -80,7 +85,7 @@ async def scan(
                 out.append(rendered)
         if out:
             yield out
-        if len(rows) < batch:
+        if len(rows) < size:
             if not params.descending and (params.limit is None or state.matched < params.limit):
                 state.since = max(state.since, upto)
             return

@@ -1,15 +1,23 @@
-"""Reading the changes feed: one row per document, at its latest seq, in seq order."""
+"""Reading the changes feed: one row per document, at its latest seq, in seq order.
+
+The query is an index range scan on ``(db_id, seq)`` (or ``(db_id, owner_id, seq)`` for an
+owner-scoped reader).  Its variants are built once and reused with bound parameters.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import BigInteger, Integer, Text, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
-from schema.reads import owner_clause
+from schema.engine import is_sqlite
 from schema.tables import documents, revisions
 
 
@@ -24,19 +32,10 @@ class ChangeRow:
     attachments: bytes | None
 
 
-async def read_changes(
-    conn: AsyncConnection,
-    db_id: int,
-    *,
-    since: int,
-    upto: int | None,
-    limit: int,
-    descending: bool = False,
-    include_bodies: bool = False,
-    owner_id: int | None = None,
-    doc_ids: Sequence[str] | None = None,
-) -> list[ChangeRow]:
-    """Return up to ``limit`` changes with ``since < seq <= upto`` (or below, descending)."""
+@cache
+def _changes_statement(
+    sqlite: bool, descending: bool, bodies: bool, owned: bool, by_ids: bool
+) -> Select[Any]:
     cols = [
         documents.c.seq,
         documents.c.doc_id,
@@ -45,7 +44,7 @@ async def read_changes(
         documents.c.leaves,
     ]
     stmt = select(*cols)
-    if include_bodies:
+    if bodies:
         stmt = select(*cols, revisions.c.body, revisions.c.attachments).select_from(
             documents.outerjoin(
                 revisions,
@@ -54,29 +53,49 @@ async def read_changes(
                 & (revisions.c.rev == documents.c.winning_rev),
             )
         )
-    conds = [documents.c.db_id == db_id, owner_clause(owner_id)]
-    if descending:
-        if upto is not None:
-            conds.append(documents.c.seq < upto)
-        conds.append(documents.c.seq > since)
-        stmt = stmt.where(*conds).order_by(documents.c.seq.desc())
-    else:
-        conds.append(documents.c.seq > since)
-        if upto is not None:
-            conds.append(documents.c.seq <= upto)
-        stmt = stmt.where(*conds).order_by(documents.c.seq.asc())
+    seq = documents.c.seq
+    stmt = stmt.where(
+        documents.c.db_id == bindparam("db_id", type_=Integer),
+        seq > bindparam("since", type_=BigInteger),
+        (seq < bindparam("upto", type_=BigInteger))
+        if descending
+        else (seq <= bindparam("upto", type_=BigInteger)),
+    )
+    if owned:
+        stmt = stmt.where(documents.c.owner_id == bindparam("owner", type_=Integer))
+    if by_ids:
+        if sqlite:
+            stmt = stmt.where(documents.c.doc_id.in_(bindparam("ids", expanding=True)))
+        else:
+            ids = bindparam("ids", type_=ARRAY(Text))
+            stmt = stmt.where(documents.c.doc_id == ids.any_())
+    order = seq.desc() if descending else seq.asc()
+    return stmt.order_by(order).limit(bindparam("limit", type_=Integer))
+
+
+async def read_changes(
+    conn: AsyncConnection,
+    db_id: int,
+    *,
+    since: int,
+    upto: int,
+    limit: int,
+    descending: bool = False,
+    include_bodies: bool = False,
+    owner_id: int | None = None,
+    doc_ids: Sequence[str] | None = None,
+) -> list[ChangeRow]:
+    """Return up to ``limit`` changes with ``since < seq <= upto`` (``< upto``, descending)."""
+    stmt = _changes_statement(
+        is_sqlite(conn), descending, include_bodies, owner_id is not None, doc_ids is not None
+    )
+    params: dict[str, Any] = {"db_id": db_id, "since": since, "upto": upto, "limit": limit}
+    if owner_id is not None:
+        params["owner"] = owner_id
     if doc_ids is not None:
-        stmt = stmt.where(documents.c.doc_id.in_(list(doc_ids)))
-    rows = await conn.execute(stmt.limit(limit))
-    return [
-        ChangeRow(
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            orjson.loads(row[4]),
-            row[5] if include_bodies else None,
-            row[6] if include_bodies else None,
-        )
-        for row in rows
-    ]
+        params["ids"] = list(doc_ids)
+    rows = await conn.execute(stmt, params)
+    loads = orjson.loads
+    if include_bodies:
+        return [ChangeRow(r[0], r[1], r[2], r[3], loads(r[4]), r[5], r[6]) for r in rows]
+    return [ChangeRow(r[0], r[1], r[2], r[3], loads(r[4]), None, None) for r in rows]
