@@ -29,6 +29,7 @@ SESSION_ALGORITHM = "HS256"
 SESSION_TTL_SECONDS = 600
 CTX_KEY = "gateway_ctx"
 DB_KEY = "gateway_db"  # (name, Database | None) looked up with the user
+LOCAL_KEY = "gateway_local"  # (id, (rev, body) | None) looked up with the user
 PUBLIC_ROUTES = {("GET", "/"), ("GET", "/_session"), ("POST", "/_session"), ("DELETE", "/_session")}
 PUBLIC_PREFIXES = ("/healthz", "/readyz")
 
@@ -125,6 +126,14 @@ async def authenticate(request: web.Request) -> RequestContext | None:
     return None
 
 
+def _local_read(request: web.Request) -> str | None:
+    """The ``_local/`` id a GET reads (prefetched with the caller), else None."""
+    local = request.match_info.get("localid")
+    if local is None or request.method != "GET" or "\x00" in local:  # NUL: invalid, 400 later
+        return None
+    return "_local/" + local
+
+
 async def _load_user(request: web.Request, name: str) -> User | None:
     """Load the caller (and, in the same round trip, the URL's database)."""
     if "\x00" in name:  # no user has one, and PostgreSQL text cannot hold it
@@ -136,8 +145,11 @@ async def _load_user(request: web.Request, name: str) -> User | None:
         if db_name is None:
             user = await find_user(conn, name)
         else:
-            user, db = await find_user_with_database(conn, name, db_name)
+            local_id = _local_read(request)
+            user, db, local = await find_user_with_database(conn, name, db_name, local_id)
             request[DB_KEY] = (db_name, db)
+            if local_id is not None:
+                request[LOCAL_KEY] = (local_id, local)
     if user is None or user.disabled:
         return None
     return user

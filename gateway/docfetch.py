@@ -14,7 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.docjson import RenderOptions, render_revision
 from replication import descendant_leaves, rev_path
-from schema.reads import DocRow, RevisionRow, get_attachment_data, get_doc_rows, get_revisions
+from schema.engine import is_sqlite
+from schema.reads import (
+    DocRow,
+    RevisionRow,
+    get_attachment_data,
+    get_doc_rows,
+    get_docs_with_revisions,
+    get_revisions,
+)
 
 
 def lookup_ids(doc_ids: Sequence[str]) -> list[str]:
@@ -89,7 +97,7 @@ async def fetch_docs(
     revs_limit: int = 1000,
 ) -> list[list[Fetched]]:
     """Resolve and render every request; one inner list per request."""
-    rows = await get_doc_rows(conn, db_id, lookup_ids([r.doc_id for r in requests]), owner)
+    rows, stored = await _prefetch(conn, db_id, requests, owner, options)
     plan: list[list[tuple[str, str | None]]] = []
     keys: list[tuple[str, str]] = []
     for req in requests:
@@ -104,7 +112,9 @@ async def fetch_docs(
         if options.revs_info:  # which ancestors still have a body: "available" or "missing"
             tree = row.tree()
             keys.extend((req.doc_id, anc) for rev in revs for anc in rev_path(tree, rev)[1:])
-    stored = await get_revisions(conn, db_id, keys) if keys else {}
+    missing = [key for key in keys if key not in stored]
+    if missing:
+        stored.update(await get_revisions(conn, db_id, missing))
     att_data = None
     if options.attachments:
         digests = [
@@ -135,6 +145,27 @@ async def fetch_docs(
             )
         out.append(answers)
     return out
+
+
+async def _prefetch(
+    conn: AsyncConnection,
+    db_id: int,
+    requests: Sequence[FetchRequest],
+    owner: int | None,
+    options: RenderOptions,
+) -> tuple[dict[str, DocRow], dict[tuple[str, str], RevisionRow]]:
+    """Load document rows, and on PostgreSQL the wanted revisions too, in one round trip."""
+    simple = not options.revs_info and all(r.revs != "all" for r in requests)
+    if simple and not is_sqlite(conn):
+        pairs = [
+            (r.doc_id, rev)
+            for r in requests
+            if "\x00" not in r.doc_id
+            for rev in (r.revs if r.revs is not None else [None])  # type: ignore[union-attr]
+        ]
+        return await get_docs_with_revisions(conn, db_id, pairs, owner)
+    ids = lookup_ids([r.doc_id for r in requests])
+    return await get_doc_rows(conn, db_id, ids, owner), {}
 
 
 def _render(

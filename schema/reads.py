@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select
+from sqlalchemy import Integer, Text, and_, bindparam, func, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
@@ -166,3 +168,66 @@ async def count_rows(conn: AsyncConnection, db_id: int, owner_id: int | None = N
         documents.c.db_id == db_id, documents.c.deleted.is_(False), owner_clause(owner_id)
     )
     return int((await conn.execute(stmt)).scalar_one())
+
+
+@cache
+def _docs_with_revisions_statement() -> Select[Any]:
+    """PostgreSQL: document rows and the wanted revision of each, in one round trip."""
+    db_id = bindparam("db_id", type_=Integer)
+    keys = (
+        func.unnest(bindparam("ids", type_=ARRAY(Text)), bindparam("revs", type_=ARRAY(Text)))
+        .table_valued("id", "rev")
+        .render_derived(name="k")
+    )
+    doc = (
+        select(*_DOC_COLUMNS)
+        .where(
+            documents.c.db_id == db_id,
+            documents.c.doc_id == keys.c.id.collate("C"),
+            owner_param(documents.c.owner_id),
+        )
+        .limit(1)
+        .lateral("d")
+    )
+    rev = (
+        select(revisions.c.rev, revisions.c.deleted, revisions.c.body, revisions.c.attachments)
+        .where(
+            revisions.c.db_id == db_id,
+            revisions.c.doc_id == doc.c.doc_id,
+            revisions.c.rev == func.coalesce(keys.c.rev, doc.c.winning_rev),
+        )
+        .limit(1)
+        .lateral("r")
+    )
+    return select(*doc.c, *rev.c).select_from(keys).join(doc, true()).outerjoin(rev, true())
+
+
+async def get_docs_with_revisions(
+    conn: AsyncConnection,
+    db_id: int,
+    pairs: Sequence[tuple[str, str | None]],
+    owner_id: int | None = None,
+) -> tuple[dict[str, DocRow], dict[tuple[str, str], RevisionRow]]:
+    """PostgreSQL only: rows of the documents and their wanted revisions (None: the winner)."""
+    rows: dict[str, DocRow] = {}
+    stored: dict[tuple[str, str], RevisionRow] = {}
+    for part in chunks(list(dict.fromkeys(pairs))):
+        result = await conn.execute(
+            _docs_with_revisions_statement(),
+            {
+                "db_id": db_id,
+                "ids": [p[0] for p in part],
+                "revs": [p[1] for p in part],
+                "owner": owner_id,
+            },
+        )
+        width = len(_DOC_COLUMNS)
+        for row in result:
+            doc = rows.get(row[0]) or _doc_row(row[:width])
+            rows[doc.doc_id] = doc
+            rev, deleted, body, atts = row[width:]
+            if rev is not None:
+                stored[(doc.doc_id, rev)] = RevisionRow(
+                    rev, deleted, body, orjson.loads(atts) if atts else None
+                )
+    return rows, stored

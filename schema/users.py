@@ -16,7 +16,7 @@ from sqlalchemy.sql import Select
 
 from replication import BadRequest, Conflict, NotFound
 from schema.databases import DATABASE_COLUMNS, Database
-from schema.tables import databases, users
+from schema.tables import databases, local_docs, users
 
 ROLES = ("admin", "manager", "inspector")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -117,32 +117,51 @@ async def find_user(conn: AsyncConnection, name: str) -> User | None:
     return User(*row) if row else None
 
 
-def _user_with_db() -> Select[Any]:
+def _user_with_db(with_local: bool) -> Select[Any]:
     db = (
         select(*DATABASE_COLUMNS)
         .where(databases.c.name == bindparam("db_name", type_=String))
         .subquery("db")
     )
-    return (
-        select(*_COLUMNS, *db.c)
-        .select_from(users.outerjoin(db, true()))
-        .where(users.c.name == bindparam("name", type_=String))
-    )
+    joined = users.outerjoin(db, true())
+    cols = [*_COLUMNS, *db.c]
+    if with_local:  # a checkpoint read: fetch the caller's _local document in the same trip
+        joined = joined.outerjoin(
+            local_docs,
+            (local_docs.c.db_id == db.c.id)
+            & (local_docs.c.user_id == users.c.id)
+            & (local_docs.c.doc_id == bindparam("local_id", type_=String)),
+        )
+        cols += [local_docs.c.rev, local_docs.c.body]
+    return select(*cols).select_from(joined).where(users.c.name == bindparam("name", type_=String))
 
 
-_USER_WITH_DB = _user_with_db()  # built once: this runs on every request
+# Built once: one of these runs on every request.
+_USER_WITH_DB = _user_with_db(False)
+_USER_WITH_DB_AND_LOCAL = _user_with_db(True)
 
 
 async def find_user_with_database(
-    conn: AsyncConnection, name: str, db_name: str
-) -> tuple[User | None, Database | None]:
-    """Return the user called ``name`` and the database ``db_name`` in one round trip."""
-    row = (await conn.execute(_USER_WITH_DB, {"name": name, "db_name": db_name})).first()
+    conn: AsyncConnection, name: str, db_name: str, local_id: str | None = None
+) -> tuple[User | None, Database | None, tuple[int, bytes] | None]:
+    """Return the user, the database and (if asked) the user's local doc, in one round trip."""
+    params = {"name": name, "db_name": db_name}
+    if local_id is None:
+        row = (await conn.execute(_USER_WITH_DB, params)).first()
+    else:
+        row = (
+            await conn.execute(_USER_WITH_DB_AND_LOCAL, {**params, "local_id": local_id})
+        ).first()
     if row is None:
-        return None, None
+        return None, None, None
+    width = len(_COLUMNS) + len(DATABASE_COLUMNS)
     user = User(*row[: len(_COLUMNS)])
-    rest = row[len(_COLUMNS) :]
-    return user, Database(*rest) if rest[0] is not None else None
+    db_row = row[len(_COLUMNS) : width]
+    db = Database(*db_row) if db_row[0] is not None else None
+    local = (
+        (row[width], row[width + 1]) if local_id is not None and row[width] is not None else None
+    )
+    return user, db, local
 
 
 async def list_users(conn: AsyncConnection) -> list[User]:

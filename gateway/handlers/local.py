@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.auth import LOCAL_KEY
 from gateway.dbctx import open_db
 from gateway.docjson import splice
 from gateway.jsonio import json_response, raw_json_response, read_json_object
 from gateway.keys import ENGINE
 from gateway.validation import encoded_size
-from replication import BadRequest, validate_doc_id
+from replication import BadRequest, NotFound, validate_doc_id
 from schema.engine import read_transaction, single_statement, write_transaction
 from schema.local_docs import delete_local, get_local, put_local
 
@@ -25,6 +26,12 @@ def _local_id(request: web.Request) -> str:
 async def get_local_doc(request: web.Request) -> web.Response:
     access = await open_db(request)
     doc_id = _local_id(request)
+    prefetched = request.get(LOCAL_KEY)
+    if prefetched is not None and prefetched[0] == doc_id:  # read with the caller already
+        if prefetched[1] is None:
+            raise NotFound("missing")
+        rev, body = prefetched[1]
+        return raw_json_response(splice({"_id": doc_id, "_rev": f"0-{rev}"}, body))
     async with read_transaction(request.app[ENGINE]) as conn:
         doc = await get_local(conn, access.db.id, access.user.id, doc_id)
     return raw_json_response(splice({"_id": doc.doc_id, "_rev": doc.rev}, doc.body))
