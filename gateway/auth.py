@@ -77,7 +77,7 @@ def parse_basic(header: str) -> tuple[str, str]:
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise Unauthorized("Malformed Basic credentials.") from exc
     name, sep, password = decoded.partition(":")
-    if not sep:
+    if not sep or "\x00" in name:
         raise Unauthorized("Malformed Basic credentials.")
     return name, password
 

@@ -16,3 +16,12 @@ async def test_put_get_update_delete_doc(alice, db):
     changes = await alice.get(f"/{db}/_changes?style=all_docs")
     assert changes["results"][0]["deleted"] is True
     assert changes["last_seq"] == 3
+
+
+async def test_a_nul_in_basic_credentials_is_a_clean_401(client, db):
+    import base64
+
+    token = base64.b64encode(b"ad\x00min:pw").decode()
+    resp = await client.get(f"/{db}", headers={"Authorization": f"Basic {token}"})
+    assert resp.status == 401
+    assert (await resp.json())["error"] == "unauthorized"
