@@ -11,10 +11,12 @@ from gateway.access import owner_scope, require_write
 from gateway.auth import DB_KEY, context
 from gateway.keys import ENGINE, NOTIFIER
 from replication import DocEdit, NotFound
+from schema.batch import WriteResult
 from schema.databases import Database, get_database, validate_db_name
-from schema.documents import WriteResult, update_docs
-from schema.engine import read_transaction, write_transaction
+from schema.documents import update_docs
+from schema.engine import is_sqlite, read_transaction, write_transaction
 from schema.users import User
+from schema.write_pg import update_docs_optimistic
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +55,14 @@ async def write_edits(
     require_write(access.user, access.db)
     if not edits:
         return []
-    async with write_transaction(request.app[ENGINE]) as conn:
-        _, results = await update_docs(
-            conn,
-            access.db.name,
-            edits,
-            new_edits=new_edits,
-            user_id=access.user.id,
-            owner_scope=access.owner,
-        )
+    engine = request.app[ENGINE]
+    options = {"new_edits": new_edits, "user_id": access.user.id, "owner_scope": access.owner}
+    results = None
+    if not is_sqlite(engine):  # two round trips; the locking path if it keeps losing races
+        results = await update_docs_optimistic(engine, access.db, edits, **options)
+    if results is None:
+        async with write_transaction(engine) as conn:
+            _, results = await update_docs(conn, access.db.name, edits, **options)
     if any(r.error is None for r in results):
         await request.app[NOTIFIER].notify(access.db.name)
     return results

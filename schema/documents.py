@@ -5,16 +5,17 @@ This module plays the part of CouchDB's ``couch_db_updater``: for a batch of edi
 1. locks the database's counter row (commits are serialized in seq order),
 2. loads the revision trees of every document in the batch with one query,
 3. resolves attachment stubs against stored ancestors with one query,
-4. applies each edit with ``replication.apply_edit`` (pure),
+4. plans the batch (``schema.batch.plan_batch``: the pure core applies every edit),
 5. writes new revisions, attachments and document rows with one statement each.
 
-No statement runs per document.
+No statement runs per document.  On PostgreSQL, ``schema.write_pg`` writes the same plan in
+a single optimistic statement and falls back to this path under contention.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -24,41 +25,19 @@ from sqlalchemy.sql import Select
 
 from replication import (
     Attachment,
-    Conflict,
     DocEdit,
-    GatewayError,
     MissingStub,
     RevTree,
-    apply_edit,
     leaf_infos,
-    rev_pos,
     tree_from_data,
-    tree_to_data,
 )
+from schema.batch import Batch, DocState, WriteResult, plan_batch
 from schema.databases import Database, advance_database, lock_database
 from schema.engine import insert_ignore
 from schema.keys import fetch_by_ids, fetch_by_revs
 from schema.tables import attachments, documents, revisions
 
 CHUNK = 500
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """One edit's outcome: the revision it produced, or the error that refused it."""
-
-    doc_id: str
-    rev: str | None
-    error: GatewayError | None = None
-
-
-@dataclass(slots=True)
-class _DocState:
-    tree: RevTree
-    existed: bool
-    was_deleted: bool
-    owner_id: int | None
-    changed: bool = False
 
 
 # Built once: these run on every write.
@@ -94,7 +73,11 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 def _tree_select() -> Select[Any]:
     return select(
-        documents.c.doc_id, documents.c.rev_tree, documents.c.deleted, documents.c.owner_id
+        documents.c.doc_id,
+        documents.c.rev_tree,
+        documents.c.deleted,
+        documents.c.owner_id,
+        documents.c.seq,
     )
 
 
@@ -102,16 +85,46 @@ def _stub_select() -> Select[Any]:
     return select(revisions.c.doc_id, revisions.c.rev, revisions.c.attachments)
 
 
+async def load_states(
+    conn: AsyncConnection, db_id: int, doc_ids: Sequence[str]
+) -> dict[str, DocState]:
+    """Return the stored state (tree, version, owner) of the documents that exist."""
+    found: dict[str, DocState] = {}
+    for part in chunks(doc_ids):
+        rows = await fetch_by_ids(conn, _tree_select, documents, db_id, part)
+        for doc_id, raw_tree, deleted, owner_id, seq in rows:
+            found[doc_id] = DocState(tree_from_data(orjson.loads(raw_tree)), seq, deleted, owner_id)
+    return found
+
+
 async def load_trees(
     conn: AsyncConnection, db_id: int, doc_ids: Sequence[str]
 ) -> dict[str, tuple[RevTree, bool, int | None]]:
     """Return ``{doc_id: (tree, deleted, owner_id)}`` for the documents that exist."""
-    found: dict[str, tuple[RevTree, bool, int | None]] = {}
-    for part in chunks(doc_ids):
-        rows = await fetch_by_ids(conn, _tree_select, documents, db_id, part)
-        for doc_id, raw_tree, deleted, owner_id in rows:
-            found[doc_id] = (tree_from_data(orjson.loads(raw_tree)), deleted, owner_id)
-    return found
+    states = await load_states(conn, db_id, doc_ids)
+    return {d: (s.tree, s.was_deleted, s.owner_id) for d, s in states.items()}
+
+
+async def prepare_batch(
+    conn: AsyncConnection,
+    db: Database,
+    edits: Sequence[DocEdit],
+    *,
+    new_edits: bool,
+    user_id: int | None,
+    owner_scope: int | None,
+) -> Batch:
+    """Load what the edits touch (one query, plus one for attachment stubs) and plan them."""
+    states = await load_states(conn, db.id, list(dict.fromkeys(e.doc_id for e in edits)))
+    resolved = await _resolve_stubs(conn, db.id, edits, states, new_edits)
+    return plan_batch(
+        states,
+        resolved,
+        new_edits=new_edits,
+        revs_limit=db.revs_limit,
+        user_id=user_id,
+        owner_scope=owner_scope,
+    )
 
 
 async def update_docs(
@@ -123,135 +136,57 @@ async def update_docs(
     user_id: int | None,
     owner_scope: int | None = None,
 ) -> tuple[Database, list[WriteResult]]:
-    """Apply a batch of edits to one database inside the caller's write transaction.
-
-    With ``owner_scope`` set, documents owned by someone else are treated as taken ids
-    (a per-document ``conflict``), never revealed or changed.
-    """
+    """Apply a batch of edits to one database inside the caller's write transaction."""
     db = await lock_database(conn, db_name)
-    doc_ids = list(dict.fromkeys(edit.doc_id for edit in edits))
-    loaded = await load_trees(conn, db.id, doc_ids)
-    states = {
-        doc_id: _DocState(tree, True, deleted, owner)
-        for doc_id, (tree, deleted, owner) in loaded.items()
-    }
-    edits = await _resolve_stubs(conn, db.id, edits, states, new_edits)
-
-    results: list[WriteResult] = []
-    new_revisions: list[dict[str, Any]] = []
-    new_attachments: dict[str, bytes] = {}
-    dropped: list[tuple[str, str]] = []
-    order: dict[str, None] = {}
-    for edit in edits:
-        if isinstance(edit, WriteResult):
-            results.append(edit)
-            continue
-        state = states.get(edit.doc_id)
-        if state is not None and owner_scope is not None and state.owner_id != owner_scope:
-            results.append(WriteResult(edit.doc_id, None, Conflict()))
-            continue
-        outcome = apply_edit(
-            state.tree if state else None, edit, new_edits=new_edits, revs_limit=db.revs_limit
-        )
-        results.append(WriteResult(edit.doc_id, outcome.rev, outcome.error))
-        if outcome.error is not None or outcome.tree is (state.tree if state else None):
-            continue
-        if state is None:
-            state = states[edit.doc_id] = _DocState(outcome.tree, False, False, user_id)
-        state.tree = outcome.tree
-        state.changed = True
-        order.pop(edit.doc_id, None)
-        order[edit.doc_id] = None
-        dropped.extend((edit.doc_id, rev) for rev in outcome.dropped)
-        if outcome.stored and outcome.rev is not None:
-            new_revisions.append(
-                _revision_row(db.id, edit, outcome.rev, new_attachments, new_edits)
-            )
-
-    if order:
-        await _write(conn, db, states, list(order), new_revisions, new_attachments, dropped)
-    return db, results
+    batch = await prepare_batch(
+        conn, db, edits, new_edits=new_edits, user_id=user_id, owner_scope=owner_scope
+    )
+    if batch.documents:
+        await _write(conn, db, batch)
+    return db, batch.results
 
 
-def _revision_row(
-    db_id: int, edit: DocEdit, rev: str, new_attachments: dict[str, bytes], new_edits: bool
-) -> dict[str, Any]:
-    meta: dict[str, Any] | None = None
-    if edit.attachments:
-        meta = {}
-        for att in edit.attachments:
-            if att.data is not None and att.digest is not None:
-                new_attachments.setdefault(att.digest, att.data)
-            # Like CouchDB, a replicated revision (new_edits=false) keeps the revpos it
-            # arrives with even when the data is inline (PouchDB always sends data).
-            keep = (att.stub or not new_edits) and att.revpos and 0 < att.revpos <= rev_pos(rev)
-            revpos = att.revpos if keep else rev_pos(rev)
-            meta[att.name] = replace(att, revpos=revpos).meta()
-    return {
-        "db_id": db_id,
-        "doc_id": edit.doc_id,
-        "rev": rev,
-        "deleted": edit.deleted,
-        "body": orjson.dumps(edit.body),
-        "attachments": orjson.dumps(meta) if meta else None,
-    }
-
-
-async def _write(
-    conn: AsyncConnection,
-    db: Database,
-    states: dict[str, _DocState],
-    changed: list[str],
-    new_revisions: list[dict[str, Any]],
-    new_attachments: dict[str, bytes],
-    dropped: list[tuple[str, str]],
-) -> None:
-    seq = db.update_seq
+async def _write(conn: AsyncConnection, db: Database, batch: Batch) -> None:
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
-    doc_delta = del_delta = 0
-    for doc_id in changed:
-        state = states[doc_id]
-        seq += 1
-        infos = leaf_infos(state.tree)
-        winner = infos[0]
+    for offset, doc in enumerate(batch.documents, start=1):
         row = {
             "b_db_id": db.id,
-            "b_doc_id": doc_id,
-            "seq": seq,
-            "winning_rev": winner.rev,
-            "deleted": winner.deleted,
-            "leaves": orjson.dumps([[leaf.rev, leaf.deleted] for leaf in infos]),
-            "rev_tree": orjson.dumps(tree_to_data(state.tree)),
+            "b_doc_id": doc.doc_id,
+            "seq": db.update_seq + offset,
+            "winning_rev": doc.winning_rev,
+            "deleted": doc.deleted,
+            "leaves": doc.leaves,
+            "rev_tree": doc.rev_tree,
         }
-        if state.existed:
-            updates.append(row)
-            doc_delta -= 0 if state.was_deleted else 1
-            del_delta -= 1 if state.was_deleted else 0
+        if doc.expected_seq is None:
+            inserts.append({**row, "owner_id": doc.owner_id})
         else:
-            row["owner_id"] = state.owner_id
-            inserts.append(row)
-        doc_delta += 0 if winner.deleted else 1
-        del_delta += 1 if winner.deleted else 0
-
+            updates.append(row)
     await advance_database(
-        conn, db, seqs=seq - db.update_seq, doc_delta=doc_delta, del_delta=del_delta
+        conn,
+        db,
+        seqs=len(batch.documents),
+        doc_delta=batch.doc_delta,
+        del_delta=batch.del_delta,
     )
     if inserts:
         await conn.execute(_INSERT_DOCS, inserts)
     if updates:
         await conn.execute(_UPDATE_DOCS, updates)
-    if new_attachments:
+    if batch.attachments:
         await conn.execute(
             insert_ignore(conn, attachments),
             [
                 {"db_id": db.id, "digest": digest, "length": len(data), "data": data}
-                for digest, data in new_attachments.items()
+                for digest, data in batch.attachments.items()
             ],
         )
-    if new_revisions:
-        await conn.execute(insert_ignore(conn, revisions), new_revisions)
-    for part in chunks(dropped):
+    if batch.revisions:
+        await conn.execute(
+            insert_ignore(conn, revisions), [{"db_id": db.id, **r} for r in batch.revisions]
+        )
+    for part in chunks(batch.dropped):
         await conn.execute(
             delete(revisions).where(
                 revisions.c.db_id == db.id,
@@ -264,7 +199,7 @@ async def _resolve_stubs(
     conn: AsyncConnection,
     db_id: int,
     edits: Sequence[DocEdit],
-    states: dict[str, _DocState],
+    states: dict[str, DocState],
     new_edits: bool,
 ) -> list[DocEdit | WriteResult]:
     """Fill attachment stubs from the nearest stored ancestor (one query for the batch)."""
@@ -299,7 +234,7 @@ async def _resolve_stubs(
     return resolved
 
 
-def _ancestor_candidates(edit: DocEdit, states: dict[str, _DocState], new_edits: bool) -> list[str]:
+def _ancestor_candidates(edit: DocEdit, states: dict[str, DocState], new_edits: bool) -> list[str]:
     if new_edits:
         if edit.rev:
             return [edit.rev]

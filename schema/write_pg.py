@@ -1,0 +1,193 @@
+"""PostgreSQL: write a planned batch in one optimistic statement (one round trip).
+
+The locking path (``schema.documents.update_docs``) costs a BEGIN, a lock, a read, four
+writes and a COMMIT.  Here the trees are read without a lock (autocommit), the batch is
+planned, and everything is written by a single statement:
+
+    adv   UPDATE databases ... RETURNING base        -- takes the database row lock: writers
+                                                     -- still commit in seq order
+    upd   UPDATE documents ... WHERE seq = expected  -- only if nobody changed the document
+    ins   INSERT INTO documents ... ON CONFLICT DO NOTHING   -- only if nobody created it
+    revs, atts, dropped: INSERT/INSERT/DELETE
+    SELECT CASE WHEN every document was written THEN 0 ELSE gateway_write_conflict() END
+
+A lost race raises SQLSTATE 40001 inside the statement, so nothing of it is kept; the batch
+is then re-read and re-planned.  After a few lost races the caller falls back to the
+locking path.  Every row of the statement depends on ``adv``, so no document row is
+touched before the database row lock is held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Integer, LargeBinary, Text, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from replication import DocEdit, NotFound
+from schema.batch import Batch, WriteResult
+from schema.databases import Database
+from schema.documents import prepare_batch
+from schema.engine import single_statement
+
+RETRYABLE = ("40001", "40P01")  # serialization failure (a lost race), deadlock
+ATTEMPTS = 3
+
+_WRITE = text(
+    """
+WITH adv AS (
+    UPDATE databases
+    SET update_seq = update_seq + :n,
+        doc_count = doc_count + :doc_delta,
+        doc_del_count = doc_del_count + :del_delta
+    WHERE id = :db
+    RETURNING update_seq - :n AS base
+),
+k AS (
+    SELECT u.doc_id COLLATE "C" AS doc_id, u.winning_rev, u.deleted, u.leaves, u.rev_tree,
+           u.owner_id, u.expected, adv.base + u.ord AS seq
+    FROM adv, unnest(
+        CAST(:doc_ids AS text[]), CAST(:winning AS text[]), CAST(:deleted AS boolean[]),
+        CAST(:leaves AS bytea[]), CAST(:trees AS bytea[]), CAST(:owners AS integer[]),
+        CAST(:expected AS bigint[])
+    ) WITH ORDINALITY AS u(doc_id, winning_rev, deleted, leaves, rev_tree, owner_id, expected, ord)
+),
+upd AS (
+    UPDATE documents AS d
+    SET seq = k.seq, winning_rev = k.winning_rev, deleted = k.deleted, leaves = k.leaves,
+        rev_tree = k.rev_tree, updated_at = now()
+    FROM k
+    WHERE k.expected IS NOT NULL AND d.db_id = :db AND d.doc_id = k.doc_id
+      AND d.seq = k.expected
+    RETURNING 1
+),
+ins AS (
+    INSERT INTO documents (db_id, doc_id, seq, winning_rev, deleted, leaves, rev_tree,
+                           owner_id, updated_at)
+    SELECT :db, k.doc_id, k.seq, k.winning_rev, k.deleted, k.leaves, k.rev_tree, k.owner_id,
+           now()
+    FROM k WHERE k.expected IS NULL
+    ON CONFLICT (db_id, doc_id) DO NOTHING
+    RETURNING 1
+),
+revs AS (
+    INSERT INTO revisions (db_id, doc_id, rev, deleted, body, attachments)
+    SELECT :db, r.doc_id, r.rev, r.deleted, r.body, r.attachments
+    FROM adv, unnest(
+        CAST(:r_doc_ids AS text[]), CAST(:r_revs AS text[]), CAST(:r_deleted AS boolean[]),
+        CAST(:r_bodies AS bytea[]), CAST(:r_atts AS bytea[])
+    ) AS r(doc_id, rev, deleted, body, attachments)
+    ON CONFLICT DO NOTHING
+),
+atts AS (
+    INSERT INTO attachments (db_id, digest, length, data)
+    SELECT :db, a.digest, octet_length(a.data), a.data
+    FROM adv, unnest(CAST(:a_digests AS text[]), CAST(:a_datas AS bytea[])) AS a(digest, data)
+    ON CONFLICT DO NOTHING
+),
+dropped AS (
+    DELETE FROM revisions AS x
+    USING adv, unnest(CAST(:x_doc_ids AS text[]), CAST(:x_revs AS text[])) AS y(doc_id, rev)
+    WHERE x.db_id = :db AND x.doc_id = y.doc_id COLLATE "C" AND x.rev = y.rev
+)
+SELECT CASE
+    WHEN NOT EXISTS (SELECT 1 FROM adv) THEN -1
+    WHEN (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins) = :n THEN 0
+    ELSE gateway_write_conflict()
+END
+"""
+).bindparams(
+    bindparam("n", type_=BigInteger),
+    bindparam("doc_delta", type_=BigInteger),
+    bindparam("del_delta", type_=BigInteger),
+    bindparam("db", type_=Integer),
+    bindparam("doc_ids", type_=ARRAY(Text)),
+    bindparam("winning", type_=ARRAY(Text)),
+    bindparam("deleted", type_=ARRAY(Boolean)),
+    bindparam("leaves", type_=ARRAY(LargeBinary)),
+    bindparam("trees", type_=ARRAY(LargeBinary)),
+    bindparam("owners", type_=ARRAY(Integer)),
+    bindparam("expected", type_=ARRAY(BigInteger)),
+    bindparam("r_doc_ids", type_=ARRAY(Text)),
+    bindparam("r_revs", type_=ARRAY(Text)),
+    bindparam("r_deleted", type_=ARRAY(Boolean)),
+    bindparam("r_bodies", type_=ARRAY(LargeBinary)),
+    bindparam("r_atts", type_=ARRAY(LargeBinary)),
+    bindparam("a_digests", type_=ARRAY(Text)),
+    bindparam("a_datas", type_=ARRAY(LargeBinary)),
+    bindparam("x_doc_ids", type_=ARRAY(Text)),
+    bindparam("x_revs", type_=ARRAY(Text)),
+)
+
+
+def _params(db: Database, batch: Batch) -> dict[str, Any]:
+    docs, revs = batch.documents, batch.revisions
+    return {
+        "n": len(docs),
+        "doc_delta": batch.doc_delta,
+        "del_delta": batch.del_delta,
+        "db": db.id,
+        "doc_ids": [d.doc_id for d in docs],
+        "winning": [d.winning_rev for d in docs],
+        "deleted": [d.deleted for d in docs],
+        "leaves": [d.leaves for d in docs],
+        "trees": [d.rev_tree for d in docs],
+        "owners": [d.owner_id for d in docs],
+        "expected": [d.expected_seq for d in docs],
+        "r_doc_ids": [r["doc_id"] for r in revs],
+        "r_revs": [r["rev"] for r in revs],
+        "r_deleted": [r["deleted"] for r in revs],
+        "r_bodies": [r["body"] for r in revs],
+        "r_atts": [r["attachments"] for r in revs],
+        "a_digests": list(batch.attachments),
+        "a_datas": list(batch.attachments.values()),
+        "x_doc_ids": [d for d, _ in batch.dropped],
+        "x_revs": [r for _, r in batch.dropped],
+    }
+
+
+async def write_batch(conn: AsyncConnection, db: Database, batch: Batch) -> bool:
+    """Write ``batch`` atomically in autocommit; False if the database no longer exists.
+
+    Raises the driver's serialization error (SQLSTATE 40001) when a concurrent write
+    changed one of the documents since they were read.
+    """
+    result = (await conn.execute(_WRITE, _params(db, batch))).scalar_one()
+    return result != -1
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(orig.__cause__, "sqlstate", None)
+
+
+async def update_docs_optimistic(
+    engine: AsyncEngine,
+    db: Database,
+    edits: Sequence[DocEdit],
+    *,
+    new_edits: bool,
+    user_id: int | None,
+    owner_scope: int | None = None,
+) -> list[WriteResult] | None:
+    """Read, plan and write a batch in two round trips; None after ``ATTEMPTS`` lost races."""
+    for _ in range(ATTEMPTS):
+        async with single_statement(engine) as conn:
+            batch = await prepare_batch(
+                conn, db, edits, new_edits=new_edits, user_id=user_id, owner_scope=owner_scope
+            )
+            if not batch.documents:
+                return batch.results
+            try:
+                written = await write_batch(conn, db, batch)
+            except DBAPIError as exc:
+                if _sqlstate(exc) in RETRYABLE:
+                    continue
+                raise
+            if not written:
+                raise NotFound("Database does not exist.")
+            return batch.results
+    return None
