@@ -1,0 +1,84 @@
+"""``POST /{db}/_revs_diff``: which revisions a source has that this side lacks.
+
+Fixture tree of document ``a``:
+
+    1-a -- 2-b -- 3-c
+"""
+
+from __future__ import annotations
+
+from tests.helpers import Couch
+
+
+async def seed(couch: Couch, db: str) -> None:
+    doc = {"_id": "a", "_rev": "3-c", "_revisions": {"start": 3, "ids": ["c", "b", "a"]}, "v": 3}
+    await couch.post(f"/{db}/_bulk_docs", {"docs": [doc], "new_edits": False}, expected_status=201)
+
+
+async def revs_diff(couch: Couch, db: str, body: dict, **kw) -> dict:
+    return await couch.post(f"/{db}/_revs_diff", body, **kw)
+
+
+async def test_known_revisions_are_left_out_entirely(alice, db):
+    await seed(alice, db)
+    assert await revs_diff(alice, db, {"a": ["1-a", "2-b", "3-c"]}) == {}
+
+
+async def test_unknown_revisions_are_missing(alice, db):
+    await seed(alice, db)
+    diff = await revs_diff(alice, db, {"a": ["3-c", "4-d"]})
+    assert diff["a"]["missing"] == ["4-d"]
+
+
+async def test_possible_ancestors_are_known_leaves_below_the_missing_generation(alice, db):
+    await seed(alice, db)
+    diff = await revs_diff(alice, db, {"a": ["5-e"]})
+    assert diff == {"a": {"missing": ["5-e"], "possible_ancestors": ["3-c"]}}
+
+
+async def test_no_possible_ancestors_when_the_missing_revision_is_older(alice, db):
+    await seed(alice, db)
+    diff = await revs_diff(alice, db, {"a": ["2-x"]})
+    assert diff == {"a": {"missing": ["2-x"]}}
+
+
+async def test_an_unknown_document_is_missing_every_revision(alice, db):
+    diff = await revs_diff(alice, db, {"ghost": ["1-a", "2-b"]})
+    assert diff == {"ghost": {"missing": ["1-a", "2-b"]}}
+
+
+async def test_several_documents_are_answered_at_once(alice, db):
+    await seed(alice, db)
+    diff = await revs_diff(alice, db, {"a": ["3-c"], "b": ["1-z"], "c": []})
+    assert diff == {"b": {"missing": ["1-z"]}}
+
+
+async def test_a_repeated_revision_is_reported_once(alice, db):
+    diff = await revs_diff(alice, db, {"x": ["1-a", "1-a"]})
+    assert diff["x"]["missing"] == ["1-a"]
+
+
+async def test_an_empty_request_answers_an_empty_object(alice, db):
+    assert await revs_diff(alice, db, {}) == {}
+
+
+async def test_a_revision_pushed_after_the_diff_is_no_longer_missing(alice, db):
+    assert "a" in await revs_diff(alice, db, {"a": ["3-c"]})
+    await seed(alice, db)
+    assert await revs_diff(alice, db, {"a": ["3-c"]}) == {}
+
+
+async def test_other_owners_documents_look_absent(admin, alice, bob):
+    await admin.put("/private", expected_status=201)
+    await seed(alice, "private")
+    assert await revs_diff(alice, "private", {"a": ["3-c"]}) == {}
+    diff = await revs_diff(bob, "private", {"a": ["3-c"]})
+    assert diff == {"a": {"missing": ["3-c"]}}
+
+
+async def test_revisions_must_be_a_list_of_rev_strings(alice, db):
+    err = await revs_diff(alice, db, {"a": "1-a"}, expected_status=400)
+    assert err["error"] == "bad_request"
+    await revs_diff(alice, db, {"a": ["nonsense"]}, expected_status=400)
+    await revs_diff(alice, db, {"a": [1]}, expected_status=400)
+    await alice.post(f"/{db}/_revs_diff", ["1-a"], expected_status=400)
