@@ -103,7 +103,7 @@ def _reject_surrogates(value: str, what: str) -> None:
 
 def parse_doc(obj: object, *, doc_id: str | None = None) -> DocEdit:
     """Validate one document sent by a client; ``doc_id`` comes from the URL when given."""
-    if not isinstance(obj, Mapping):
+    if not (type(obj) is dict or isinstance(obj, Mapping)):
         raise BadRequest("Document must be a JSON object")
     body: dict[str, Any] = {}
     for key, value in obj.items():
@@ -138,7 +138,7 @@ def parse_attachments(value: object) -> tuple[Attachment, ...]:
     """Validate an ``_attachments`` object (inline base64, stubs, or ``follows`` parts)."""
     if value is None:
         return ()
-    if not isinstance(value, Mapping):
+    if not (type(value) is dict or isinstance(value, Mapping)):
         raise BadRequest("_attachments must be an object")
     found = []
     for name, att in value.items():
@@ -151,7 +151,7 @@ def parse_attachment(name: str, att: object) -> Attachment:
     if not name or name.startswith("_") or "\x00" in name:
         raise BadRequest(f"Attachment name is not allowed: {name!r}")
     _reject_surrogates(name, "Attachment name")
-    if not isinstance(att, Mapping):
+    if not (type(att) is dict or isinstance(att, Mapping)):
         raise BadRequest(f"Attachment {name!r} must be an object")
     content_type = att.get("content_type", "application/octet-stream")
     if not isinstance(content_type, str):

@@ -67,7 +67,7 @@ def revisions_to_path(revisions: object) -> tuple[str, ...]:
 
     ``{"start": 3, "ids": ["c", "b", "a"]}`` -> ``("3-c", "2-b", "1-a")``
     """
-    if not isinstance(revisions, Mapping):
+    if not (type(revisions) is dict or isinstance(revisions, Mapping)):
         raise BadRequest("_revisions must be an object")
     start = revisions.get("start")
     ids = revisions.get("ids")

@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Integer, LargeBinary, Text, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import BigInteger, Integer, bindparam, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.sqltypes import NullType
 
 from replication import DocEdit, NotFound
 from schema.batch import Batch, WriteResult
@@ -104,22 +104,29 @@ END
     bindparam("doc_delta", type_=BigInteger),
     bindparam("del_delta", type_=BigInteger),
     bindparam("db", type_=Integer),
-    bindparam("doc_ids", type_=ARRAY(Text)),
-    bindparam("winning", type_=ARRAY(Text)),
-    bindparam("deleted", type_=ARRAY(Boolean)),
-    bindparam("leaves", type_=ARRAY(LargeBinary)),
-    bindparam("trees", type_=ARRAY(LargeBinary)),
-    bindparam("owners", type_=ARRAY(Integer)),
-    bindparam("expected", type_=ARRAY(BigInteger)),
-    bindparam("r_doc_ids", type_=ARRAY(Text)),
-    bindparam("r_revs", type_=ARRAY(Text)),
-    bindparam("r_deleted", type_=ARRAY(Boolean)),
-    bindparam("r_bodies", type_=ARRAY(LargeBinary)),
-    bindparam("r_atts", type_=ARRAY(LargeBinary)),
-    bindparam("a_digests", type_=ARRAY(Text)),
-    bindparam("a_datas", type_=ARRAY(LargeBinary)),
-    bindparam("x_doc_ids", type_=ARRAY(Text)),
-    bindparam("x_revs", type_=ARRAY(Text)),
+    # The arrays are typed by the CASTs in the SQL: untyped here, SQLAlchemy passes them to
+    # asyncpg as they are instead of processing every element.
+    *(
+        bindparam(name, type_=NullType())
+        for name in (
+            "doc_ids",
+            "winning",
+            "deleted",
+            "leaves",
+            "trees",
+            "owners",
+            "expected",
+            "r_doc_ids",
+            "r_revs",
+            "r_deleted",
+            "r_bodies",
+            "r_atts",
+            "a_digests",
+            "a_datas",
+            "x_doc_ids",
+            "x_revs",
+        )
+    ),
 )
 
 
