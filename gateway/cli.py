@@ -91,21 +91,23 @@ def db() -> None:
     """Database schema migrations (alembic)."""
 
 
+def _migrate(settings: Settings, action: Callable[[Any], Awaitable[None]]) -> None:
+    async def main() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            await action(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
 @db.command("upgrade")
 @click.argument("revision", default="head")
 @click.pass_context
 def db_upgrade(ctx: click.Context, revision: str) -> None:
     """Migrate the configured database up to REVISION (default: head)."""
-    settings = _settings(ctx)
-
-    async def main() -> None:
-        engine = make_engine(settings.database_url)
-        try:
-            await alembic_upgrade(engine, revision)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(main())
+    _migrate(_settings(ctx), lambda engine: alembic_upgrade(engine, revision))
     click.echo(f"database upgraded to {revision}")
 
 
@@ -114,16 +116,7 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
 @click.pass_context
 def db_downgrade(ctx: click.Context, revision: str) -> None:
     """Migrate the configured database down to REVISION."""
-    settings = _settings(ctx)
-
-    async def main() -> None:
-        engine = make_engine(settings.database_url)
-        try:
-            await alembic_downgrade(engine, revision)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(main())
+    _migrate(_settings(ctx), lambda engine: alembic_downgrade(engine, revision))
     click.echo(f"database downgraded to {revision}")
 
 

@@ -41,7 +41,9 @@ def _rev(revs: dict[str, str], doc_id: str) -> dict[str, Any]:
     return {"_rev": revs[doc_id]} if doc_id in revs else {}
 
 
-async def _follow(readers: list[Couch], stop: asyncio.Event, seen: dict[str, tuple[int, str]]) -> int:
+async def _follow(
+    readers: list[Couch], stop: asyncio.Event, seen: dict[str, tuple[int, str]]
+) -> int:
     since = 0
     rng = random.Random(7)
     turn = 0
@@ -75,9 +77,7 @@ async def test_a_checkpointing_reader_misses_no_change_under_concurrent_writers(
     seen: dict[str, tuple[int, str]] = {}
     stop = asyncio.Event()
     reader = asyncio.create_task(_follow(instances, stop, seen))
-    writers = [
-        _writer(instances[i % 2], seed=i, revs=revs, lock=lock) for i in range(WRITERS)
-    ]
+    writers = [_writer(instances[i % 2], seed=i, revs=revs, lock=lock) for i in range(WRITERS)]
     await asyncio.gather(*writers)
     stop.set()
     last_seq = await reader
