@@ -30,7 +30,13 @@ SESSION_TTL_SECONDS = 600
 CTX_KEY = "gateway_ctx"
 DB_KEY = "gateway_db"  # (name, Database | None) looked up with the user
 LOCAL_KEY = "gateway_local"  # (id, (rev, body) | None) looked up with the user
-PUBLIC_ROUTES = {("GET", "/"), ("GET", "/_session"), ("POST", "/_session"), ("DELETE", "/_session")}
+PUBLIC_ROUTES = {
+    ("GET", "/"),
+    ("HEAD", "/"),
+    ("GET", "/_session"),
+    ("POST", "/_session"),
+    ("DELETE", "/_session"),
+}
 PUBLIC_PREFIXES = ("/healthz", "/readyz")
 
 

@@ -59,7 +59,10 @@ async def bulk_docs(request: web.Request) -> web.Response:
             continue
         result = results[row]
         if result.error is not None:
-            out.append({**row_error(result.doc_id, result.error), "rev": edits[row].rev})
+            error = row_error(result.doc_id, result.error)
+            if edits[row].rev is not None:
+                error["rev"] = edits[row].rev
+            out.append(error)
         elif new_edits:
             out.append({"ok": True, "id": result.doc_id, "rev": result.rev})
     return json_response(out, status=201)

@@ -25,3 +25,23 @@ async def test_a_nul_in_basic_credentials_is_a_clean_401(client, db):
     resp = await client.get(f"/{db}", headers={"Authorization": f"Basic {token}"})
     assert resp.status == 401
     assert (await resp.json())["error"] == "unauthorized"
+
+
+async def test_head_on_the_welcome_route_needs_no_auth(anon):
+    async with anon.client.head("/") as resp:
+        assert resp.status == 200
+
+
+async def test_a_refused_new_document_row_carries_no_null_rev(alice, db):
+    rows = await alice.post(
+        f"/{db}/_bulk_docs",
+        {"docs": [{"_id": "x", "_rev": "1-abc"}, {"_id": "_bad"}]},
+        expected_status=201,
+    )
+    assert rows[0] == {
+        "id": "x",
+        "error": "conflict",
+        "reason": "Document update conflict.",
+        "rev": "1-abc",
+    }
+    assert "rev" not in rows[1] and rows[1]["error"] == "bad_request"
