@@ -1,4 +1,4 @@
-"""Who is asking: HTTP Basic, CouchDB's ``AuthSession`` cookie, and the request context.
+"""Who is asking: HTTP Basic, Bearer access tokens, CouchDB's ``AuthSession`` cookie.
 
 Every route but a few public ones needs a valid, enabled user.  The user row is read on
 every request (so disabling a user takes effect at once); only the expensive password check
@@ -19,10 +19,11 @@ import jwt
 from aiohttp import web
 
 from gateway.keys import ENGINE, PASSWORD_CACHE, SETTINGS
+from gateway.tokens import AccessClaims, read_access_token
 from replication import Unauthorized
 from schema.databases import DB_NAME_RE
 from schema.engine import read_transaction
-from schema.users import User, find_user, find_user_with_database, verify_password
+from schema.users import User, find_caller, verify_password
 
 SESSION_COOKIE = "AuthSession"
 SESSION_ALGORITHM = "HS256"
@@ -36,6 +37,8 @@ PUBLIC_ROUTES = {
     ("GET", "/_session"),
     ("POST", "/_session"),
     ("DELETE", "/_session"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/refresh"),
 }
 PUBLIC_PREFIXES = ("/healthz", "/readyz")
 
@@ -45,7 +48,8 @@ class RequestContext:
     """The authenticated caller of one request."""
 
     user: User
-    method: str  # "basic" | "cookie"
+    method: str  # "basic" | "cookie" | "bearer"
+    token: AccessClaims | None = None  # the access token's claims, for "bearer"
 
 
 class PasswordCache:
@@ -120,6 +124,12 @@ async def authenticate(request: web.Request) -> RequestContext | None:
         if user is None or not request.app[PASSWORD_CACHE].check(user, password):
             raise Unauthorized("Name or password is incorrect.")
         return RequestContext(user, "basic")
+    if header[:7].lower() == "bearer ":
+        claims = read_access_token(settings.secret_key, header[7:].strip())
+        user = await _load_user(request, claims.name, jti=claims.jti)
+        if user is None:
+            raise Unauthorized("Invalid access token.")
+        return RequestContext(user, "bearer", claims)
     if header:
         raise Unauthorized("Unsupported authorization scheme.")
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -140,25 +150,26 @@ def _local_read(request: web.Request) -> str | None:
     return "_local/" + local
 
 
-async def _load_user(request: web.Request, name: str) -> User | None:
-    """Load the caller (and, in the same round trip, the URL's database)."""
+async def _load_user(request: web.Request, name: str, jti: str | None = None) -> User | None:
+    """Load the caller and, in the same round trip, the URL's database, the _local doc a GET
+    reads, and whether the access token was revoked."""
     if "\x00" in name:  # no user has one, and PostgreSQL text cannot hold it
         return None
     db_name = request.match_info.get("db")
     if db_name is not None and not DB_NAME_RE.match(db_name):
         db_name = None  # open_db answers 400 for an invalid name
+    local_id = _local_read(request) if db_name is not None else None
     async with read_transaction(request.app[ENGINE]) as conn:
-        if db_name is None:
-            user = await find_user(conn, name)
-        else:
-            local_id = _local_read(request)
-            user, db, local = await find_user_with_database(conn, name, db_name, local_id)
-            request[DB_KEY] = (db_name, db)
-            if local_id is not None:
-                request[LOCAL_KEY] = (local_id, local)
-    if user is None or user.disabled:
+        caller = await find_caller(conn, name, db_name=db_name, local_id=local_id, jti=jti)
+    if db_name is not None:
+        request[DB_KEY] = (db_name, caller.db)
+    if local_id is not None:
+        request[LOCAL_KEY] = (local_id, caller.local)
+    if caller.revoked:
+        raise Unauthorized("Access token revoked.")
+    if caller.user is None or caller.user.disabled:
         return None
-    return user
+    return caller.user
 
 
 def context(request: web.Request) -> RequestContext:

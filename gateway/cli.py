@@ -166,6 +166,21 @@ def users_disable(ctx: click.Context, name: str) -> None:
     click.echo(f"{name} disabled")
 
 
+@main.command("token")
+@click.argument("name")
+@click.pass_context
+def token_cmd(ctx: click.Context, name: str) -> None:
+    """Print a fresh access token for user NAME (for scripts and dashboards)."""
+    from gateway.tokens import make_access_token
+
+    settings = _settings(ctx)
+    user = run_db(settings, lambda c: users_repo.get_user_by_name(c, name))
+    if user.disabled:
+        raise click.ClickException(f"user {name} is disabled")
+    token, _ = make_access_token(settings.secret_key, user, settings.access_token_ttl_seconds)
+    click.echo(token)
+
+
 @main.group("dbs")
 def dbs_group() -> None:
     """Manage databases."""

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.handlers import all_docs, attachments, bulk, changes, db, docs, local, server
+from gateway.handlers import (
+    all_docs,
+    api_auth,
+    attachments,
+    bulk,
+    changes,
+    db,
+    docs,
+    local,
+    server,
+)
 
 DB = "/{db:[^/_][^/]*}"
 
@@ -17,6 +27,10 @@ ROUTES: list[tuple[str, str, object]] = [
     ("GET", "/_session", server.get_session),
     ("POST", "/_session", server.post_session),
     ("DELETE", "/_session", server.delete_session),
+    ("POST", "/api/v1/auth/login", api_auth.login),
+    ("POST", "/api/v1/auth/refresh", api_auth.refresh),
+    ("POST", "/api/v1/auth/logout", api_auth.logout),
+    ("GET", "/api/v1/auth/me", api_auth.me),
     ("PUT", DB, db.put_db),
     ("GET", DB, db.get_db),
     ("DELETE", DB, db.delete_db),

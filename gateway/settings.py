@@ -40,6 +40,8 @@ class Settings:
     default_heartbeat_ms: int = 60_000
     max_feed_timeout_ms: int = 3_600_000
     log_level: str = "INFO"
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_days: int = 30
 
     @property
     def is_embedded(self) -> bool:
@@ -79,6 +81,8 @@ ENV_NAMES = {
     "default_heartbeat_ms": "GATEWAY_DEFAULT_HEARTBEAT_MS",
     "max_feed_timeout_ms": "GATEWAY_MAX_FEED_TIMEOUT_MS",
     "log_level": "GATEWAY_LOG_LEVEL",
+    "access_token_ttl_seconds": "GATEWAY_ACCESS_TOKEN_TTL_SECONDS",
+    "refresh_token_ttl_days": "GATEWAY_REFRESH_TOKEN_TTL_DAYS",
 }
 
 

@@ -127,3 +127,25 @@ local_docs = Table(
     Column("checkpoint_seq", BigInteger, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # Every token a login starts and its rotations share a family: reuse revokes it whole.
+    Column("family", String(64), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex, never the token
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    # Access tokens (by jti) revoked by logout before they expire.
+    Column("jti", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import String, bindparam, insert, select, true, update
@@ -16,7 +17,7 @@ from sqlalchemy.sql import Select
 
 from replication import BadRequest, Conflict, NotFound
 from schema.databases import DATABASE_COLUMNS, Database
-from schema.tables import databases, local_docs, users
+from schema.tables import databases, local_docs, revoked_tokens, users
 
 ROLES = ("admin", "manager", "inspector")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -111,57 +112,83 @@ async def get_user_by_name(conn: AsyncConnection, name: str) -> User:
     return User(*row)
 
 
+async def get_user_by_id(conn: AsyncConnection, user_id: int) -> User | None:
+    """Return the user with ``user_id``, or None."""
+    row = (await conn.execute(select(*_COLUMNS).where(users.c.id == user_id))).first()
+    return User(*row) if row else None
+
+
 async def find_user(conn: AsyncConnection, name: str) -> User | None:
     """Return the user called ``name``, or None."""
     row = (await conn.execute(select(*_COLUMNS).where(users.c.name == name))).first()
     return User(*row) if row else None
 
 
-def _user_with_db(with_local: bool) -> Select[Any]:
-    db = (
-        select(*DATABASE_COLUMNS)
-        .where(databases.c.name == bindparam("db_name", type_=String))
-        .subquery("db")
-    )
-    joined = users.outerjoin(db, true())
-    cols = [*_COLUMNS, *db.c]
-    if with_local:  # a checkpoint read: fetch the caller's _local document in the same trip
-        joined = joined.outerjoin(
-            local_docs,
-            (local_docs.c.db_id == db.c.id)
-            & (local_docs.c.user_id == users.c.id)
-            & (local_docs.c.doc_id == bindparam("local_id", type_=String)),
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What one request needs to know about its caller, read in one round trip."""
+
+    user: User | None
+    db: Database | None = None
+    local: tuple[int, bytes] | None = None  # (rev, body) of the requested _local doc
+    revoked: bool = False  # the access token's jti was revoked by a logout
+
+
+@cache
+def _caller_statement(with_db: bool, with_local: bool, with_jti: bool) -> Select[Any]:
+    joined: Any = users
+    cols: list[Any] = list(_COLUMNS)
+    if with_db:
+        db = (
+            select(*DATABASE_COLUMNS)
+            .where(databases.c.name == bindparam("db_name", type_=String))
+            .subquery("db")
         )
-        cols += [local_docs.c.rev, local_docs.c.body]
+        joined = joined.outerjoin(db, true())
+        cols += list(db.c)
+        if with_local:  # a checkpoint read: the caller's _local document in the same trip
+            joined = joined.outerjoin(
+                local_docs,
+                (local_docs.c.db_id == db.c.id)
+                & (local_docs.c.user_id == users.c.id)
+                & (local_docs.c.doc_id == bindparam("local_id", type_=String)),
+            )
+            cols += [local_docs.c.rev, local_docs.c.body]
+    if with_jti:
+        joined = joined.outerjoin(
+            revoked_tokens, revoked_tokens.c.jti == bindparam("jti", type_=String)
+        )
+        cols.append(revoked_tokens.c.jti)
     return select(*cols).select_from(joined).where(users.c.name == bindparam("name", type_=String))
 
 
-# Built once: one of these runs on every request.
-_USER_WITH_DB = _user_with_db(False)
-_USER_WITH_DB_AND_LOCAL = _user_with_db(True)
-
-
-async def find_user_with_database(
-    conn: AsyncConnection, name: str, db_name: str, local_id: str | None = None
-) -> tuple[User | None, Database | None, tuple[int, bytes] | None]:
-    """Return the user, the database and (if asked) the user's local doc, in one round trip."""
-    params = {"name": name, "db_name": db_name}
-    if local_id is None:
-        row = (await conn.execute(_USER_WITH_DB, params)).first()
-    else:
-        row = (
-            await conn.execute(_USER_WITH_DB_AND_LOCAL, {**params, "local_id": local_id})
-        ).first()
+async def find_caller(
+    conn: AsyncConnection,
+    name: str,
+    *,
+    db_name: str | None = None,
+    local_id: str | None = None,
+    jti: str | None = None,
+) -> Caller:
+    """Read the user and, as asked, the URL's database, a _local doc and a token revocation."""
+    with_db, with_local = db_name is not None, db_name is not None and local_id is not None
+    stmt = _caller_statement(with_db, with_local, jti is not None)
+    params = {"name": name, "db_name": db_name, "local_id": local_id, "jti": jti}
+    row = (await conn.execute(stmt, {k: v for k, v in params.items() if v is not None})).first()
     if row is None:
-        return None, None, None
-    width = len(_COLUMNS) + len(DATABASE_COLUMNS)
-    user = User(*row[: len(_COLUMNS)])
-    db_row = row[len(_COLUMNS) : width]
-    db = Database(*db_row) if db_row[0] is not None else None
-    local = (
-        (row[width], row[width + 1]) if local_id is not None and row[width] is not None else None
-    )
-    return user, db, local
+        return Caller(None)
+    values = list(row)
+    user = User(*values[: len(_COLUMNS)])
+    rest = values[len(_COLUMNS) :]
+    db = local = None
+    if with_db:
+        db_row, rest = rest[: len(DATABASE_COLUMNS)], rest[len(DATABASE_COLUMNS) :]
+        db = Database(*db_row) if db_row[0] is not None else None
+        if with_local:
+            local = (rest[0], rest[1]) if rest[0] is not None else None
+            rest = rest[2:]
+    revoked = jti is not None and rest[0] is not None
+    return Caller(user, db, local, revoked)
 
 
 async def list_users(conn: AsyncConnection) -> list[User]:

@@ -24,6 +24,9 @@ LONG_ID = "x" * 1001
 # A valid body for every route that reads one; None means the route reads no body.
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/_session"): {"name": "admin", "password": "x"},
+    ("POST", "/api/v1/auth/login"): {"username": "admin", "password": "x"},
+    ("POST", "/api/v1/auth/refresh"): {"refresh_token": "x"},
+    ("POST", "/api/v1/auth/logout"): {},
     ("POST", DB): {"v": 1},
     ("POST", DB + "/_changes"): {},
     ("POST", DB + "/_bulk_docs"): {"docs": []},

@@ -9,7 +9,14 @@ import pytest
 from gateway.routes import ROUTES
 from tests.helpers import PASSWORD, Couch
 
-PUBLIC = {("GET", "/"), ("GET", "/_session"), ("POST", "/_session"), ("DELETE", "/_session")}
+PUBLIC = {
+    ("GET", "/"),
+    ("GET", "/_session"),
+    ("POST", "/_session"),
+    ("DELETE", "/_session"),
+    ("POST", "/api/v1/auth/login"),  # credentials are the body
+    ("POST", "/api/v1/auth/refresh"),  # the refresh token is the body
+}
 SAMPLE = {"db": "field", "docid": "doc", "ddoc": "app", "attname": "a.txt", "localid": "cp"}
 
 

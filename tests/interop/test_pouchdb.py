@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.helpers import PASSWORD
 from tests.interop.conftest import LiveGateway
 
 pytestmark = pytest.mark.interop
@@ -305,3 +306,17 @@ async def test_bidirectional_sync_converges(live_gateway: LiveGateway) -> None:
     for served, replica in zip(rows, result["a"], strict=True):
         assert without(served["doc"], "_conflicts") == without(replica["doc"], "_conflicts")
         assert set(served["doc"].get("_conflicts", [])) == set(replica["doc"].get("_conflicts", []))
+
+
+async def test_pouchdb_replicates_with_a_bearer_access_token(live_gateway: LiveGateway) -> None:
+    tokens = await live_gateway.couch("alice").post(
+        "/api/v1/auth/login", {"username": "alice", "password": PASSWORD}
+    )
+    result = await live_gateway.run_node(
+        "bearer.js", "20", env={"GATEWAY_TOKEN": tokens["access_token"]}
+    )
+    assert_clean(result["push"])
+    assert_clean(result["pull"])
+    assert result["push"]["docs_written"] == 20 and result["pull"]["docs_written"] == 20
+    assert sorted(result["ids"]) == sorted(f"bearer-{i}" for i in range(20))
+    assert 401 not in result["statuses"]
