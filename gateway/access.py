@@ -28,6 +28,12 @@ def require_write(user: User, db: Database) -> None:
         raise Forbidden("This database is read-only for your role.")
 
 
+def require_staff(user: User, action: str) -> None:
+    """Refuse anyone but managers and admins."""
+    if user.role not in STAFF:
+        raise Forbidden(f"Only managers and admins may {action}.")
+
+
 def require_admin(user: User) -> None:
     """Refuse non-admins."""
     if user.role != "admin":

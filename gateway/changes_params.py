@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
 from gateway.jsonio import query_bool, query_int, query_json, read_json_object
 from gateway.settings import Settings
 from replication import BadRequest, Seq, parse_feed, parse_since, parse_style
-
-if TYPE_CHECKING:
-    from replication.selector import Selector
+from replication.selector import Selector, compile_selector
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +56,11 @@ async def parse_changes_params(request: web.Request, settings: Settings) -> Chan
         raw_ids = body.get("doc_ids", query_json(request, "doc_ids"))
         if not isinstance(raw_ids, list) or not all(isinstance(i, str) for i in raw_ids):
             raise BadRequest("filter=_doc_ids needs `doc_ids`, a JSON list of strings")
-        doc_ids = tuple(i for i in raw_ids if "\x00" not in i)  # no document has a NUL
+        doc_ids = tuple(raw_ids)
     elif filter_name == "_selector":
         raw_selector = body.get("selector", query_json(request, "selector"))
         if raw_selector is None:
             raise BadRequest("filter=_selector needs a `selector` object")
-        from replication.selector import compile_selector
-
         selector = compile_selector(raw_selector)
     elif filter_name == "_design":
         design_only = True

@@ -45,8 +45,8 @@ async def scan(
     *,
     batch: int,
     upto: int | None = None,
-) -> AsyncIterator[list[bytes]]:
-    """Yield rendered rows after ``state.since``, one list per query, updating ``state``.
+) -> AsyncIterator[list[tuple[int, bytes]]]:
+    """Yield ``(seq, rendered row)`` after ``state.since``, one list per query, updating ``state``.
 
     ``upto`` is a committed ``update_seq`` to scan to (read now when not given).
     """
@@ -74,7 +74,7 @@ async def scan(
                 owner_id=access.owner,
                 doc_ids=params.doc_ids,
             )
-        out: list[bytes] = []
+        out: list[tuple[int, bytes]] = []
         for row in rows:
             if params.limit is not None and state.matched >= params.limit:
                 break
@@ -82,7 +82,7 @@ async def scan(
             rendered = render_change(row, params, access)
             if rendered is not None:
                 state.matched += 1
-                out.append(rendered)
+                out.append((row.seq, rendered))
         if out:
             yield out
         if len(rows) < size:

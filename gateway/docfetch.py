@@ -25,11 +25,6 @@ from schema.reads import (
 )
 
 
-def lookup_ids(doc_ids: Sequence[str]) -> list[str]:
-    """Drop ids no document can have (NUL: PostgreSQL text cannot even hold it)."""
-    return [doc_id for doc_id in doc_ids if "\x00" not in doc_id]
-
-
 @dataclass(frozen=True, slots=True)
 class FetchRequest:
     """One wanted document: a revision, a list of revisions, ``"all"`` leaves, or the winner."""
@@ -160,11 +155,10 @@ async def _prefetch(
         pairs = [
             (r.doc_id, rev)
             for r in requests
-            if "\x00" not in r.doc_id
             for rev in (r.revs if r.revs is not None else [None])  # type: ignore[union-attr]
         ]
         return await get_docs_with_revisions(conn, db_id, pairs, owner)
-    ids = lookup_ids([r.doc_id for r in requests])
+    ids = [r.doc_id for r in requests]
     return await get_doc_rows(conn, db_id, ids, owner), {}
 
 

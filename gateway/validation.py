@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -15,6 +16,13 @@ def edit_from_json(obj: Any, settings: Settings, *, doc_id: str | None = None) -
     edit = parse_doc(obj, doc_id=doc_id)
     check_sizes(edit, settings)
     return edit
+
+
+def with_generated_id(obj: Any) -> Any:
+    """Give a new document without ``_id`` a random one, as CouchDB does for POST."""
+    if isinstance(obj, dict) and "_id" not in obj:
+        return {**obj, "_id": uuid.uuid4().hex}
+    return obj
 
 
 def encoded_size(body: Any) -> int:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
 from schema.engine import is_sqlite
+from schema.keys import storable
 from schema.tables import documents, revisions
 
 
@@ -93,7 +94,7 @@ async def read_changes(
     if owner_id is not None:
         params["owner"] = owner_id
     if doc_ids is not None:
-        params["ids"] = list(doc_ids)
+        params["ids"] = storable(doc_ids)
     rows = await conn.execute(stmt, params)
     loads = orjson.loads
     if include_bodies:

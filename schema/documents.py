@@ -27,7 +27,6 @@ from replication import (
     Attachment,
     DocEdit,
     MissingStub,
-    RevTree,
     leaf_infos,
     tree_from_data,
 )
@@ -95,14 +94,6 @@ async def load_states(
         for doc_id, raw_tree, deleted, owner_id, seq in rows:
             found[doc_id] = DocState(tree_from_data(orjson.loads(raw_tree)), seq, deleted, owner_id)
     return found
-
-
-async def load_trees(
-    conn: AsyncConnection, db_id: int, doc_ids: Sequence[str]
-) -> dict[str, tuple[RevTree, bool, int | None]]:
-    """Return ``{doc_id: (tree, deleted, owner_id)}`` for the documents that exist."""
-    states = await load_states(conn, db_id, doc_ids)
-    return {d: (s.tree, s.was_deleted, s.owner_id) for d, s in states.items()}
 
 
 async def prepare_batch(

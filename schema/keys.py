@@ -30,6 +30,11 @@ from schema.engine import is_sqlite
 Builder = Callable[[], Select[Any]]
 
 
+def storable(ids: Sequence[str]) -> list[str]:
+    """Drop ids no row can have: PostgreSQL text cannot hold NUL (and would refuse the query)."""
+    return [i for i in ids if "\x00" not in i]
+
+
 def owner_param(column: Any) -> Any:
     """``(:owner IS NULL OR column = :owner)``: an optional owner restriction as a parameter."""
     owner = bindparam("owner", type_=Integer)
@@ -81,7 +86,7 @@ async def fetch_by_ids(
 ) -> list[Any]:
     """Run ``builder()``'s select restricted to ``ids`` of database ``db_id``; return rows."""
     stmt = _statement(builder, table, is_sqlite(conn), "ids")
-    result = await conn.execute(stmt, {"db_id": db_id, "ids": list(ids), **params})
+    result = await conn.execute(stmt, {"db_id": db_id, "ids": storable(ids), **params})
     return list(result)
 
 
@@ -95,6 +100,7 @@ async def fetch_by_revs(
     """Run ``builder()``'s select restricted to ``(doc_id, rev)`` pairs; return rows."""
     sqlite = is_sqlite(conn)
     stmt = _statement(builder, table, sqlite, "revs")
+    pairs = [p for p in pairs if "\x00" not in p[0]]
     if sqlite:
         params: dict[str, Any] = {"pairs": list(pairs)}
     else:

@@ -162,8 +162,6 @@ async def all_docs_range(
 
 async def count_rows(conn: AsyncConnection, db_id: int, owner_id: int | None = None) -> int:
     """Count live documents (visible to ``owner_id``)."""
-    from sqlalchemy import func
-
     stmt = select(func.count()).where(
         documents.c.db_id == db_id, documents.c.deleted.is_(False), owner_clause(owner_id)
     )
@@ -211,7 +209,8 @@ async def get_docs_with_revisions(
     """PostgreSQL only: rows of the documents and their wanted revisions (None: the winner)."""
     rows: dict[str, DocRow] = {}
     stored: dict[tuple[str, str], RevisionRow] = {}
-    for part in chunks(list(dict.fromkeys(pairs))):
+    wanted = [p for p in dict.fromkeys(pairs) if "\x00" not in p[0]]
+    for part in chunks(wanted):
         result = await conn.execute(
             _docs_with_revisions_statement(),
             {

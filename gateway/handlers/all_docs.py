@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from gateway.dbctx import DbAccess, open_db
-from gateway.docfetch import FetchRequest, fetch_docs, lookup_ids
+from gateway.docfetch import FetchRequest, fetch_docs
 from gateway.docjson import RenderOptions
 from gateway.jsonio import query_bool, query_int, query_json, raw_json_response, read_json_object
 from gateway.keys import ENGINE
@@ -61,7 +61,7 @@ async def all_docs(request: web.Request) -> web.Response:
             wanted = wanted[skip:]
             if limit is not None:
                 wanted = wanted[:limit]
-            found = await get_doc_rows(conn, access.db.id, lookup_ids(wanted), access.owner)
+            found = await get_doc_rows(conn, access.db.id, wanted, access.owner)
             rows = [(k, found.get(k)) for k in wanted]
             if keys is None:  # a single `key` behaves like a range: no error rows
                 rows = [(k, r) for k, r in rows if r is not None and not r.deleted]

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from gateway.dbctx import open_db, write_edits
-from gateway.docfetch import FetchRequest, fetch_docs, lookup_ids
+from gateway.docfetch import FetchRequest, fetch_docs
 from gateway.docjson import RenderOptions
 from gateway.handlers.docs import render_options
 from gateway.jsonio import (
@@ -19,9 +19,9 @@ from gateway.jsonio import (
     row_error,
 )
 from gateway.keys import ENGINE, SETTINGS
-from gateway.validation import edit_from_json
+from gateway.validation import edit_from_json, with_generated_id
 from replication import BadRequest, DocEdit, GatewayError, revs_diff, validate_rev
-from schema.documents import load_trees
+from schema.documents import load_states
 from schema.engine import read_transaction
 
 
@@ -42,10 +42,8 @@ async def bulk_docs(request: web.Request) -> web.Response:
     rows: list[Any] = []  # per input doc: index into edits, or an error row
     for obj in docs:
         try:
-            if isinstance(obj, dict) and "_id" not in obj and new_edits:
-                import uuid
-
-                obj = {**obj, "_id": uuid.uuid4().hex}
+            if new_edits:
+                obj = with_generated_id(obj)
             edits.append(edit_from_json(obj, settings))
             rows.append(len(edits) - 1)
         except GatewayError as exc:
@@ -124,12 +122,12 @@ async def revs_diff_handler(request: web.Request) -> web.Response:
             raise BadRequest(f"Revisions of {doc_id!r} must be a list")
         wanted[doc_id] = [validate_rev(rev) for rev in revs]
     async with read_transaction(request.app[ENGINE]) as conn:
-        trees = await load_trees(conn, access.db.id, lookup_ids(list(wanted)))
+        states = await load_states(conn, access.db.id, list(wanted))
     out: dict[str, Any] = {}
     for doc_id, revs in wanted.items():
-        found = trees.get(doc_id)
-        visible = found if found is not None and access.owner in (None, found[2]) else None
-        diff = revs_diff(visible[0] if visible else None, revs)
+        state = states.get(doc_id)
+        visible = state is not None and access.owner in (None, state.owner_id)
+        diff = revs_diff(state.tree if visible else None, revs)
         if diff is not None:
             out[doc_id] = diff.to_json()
     return json_response(out)

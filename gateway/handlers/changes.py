@@ -111,7 +111,7 @@ async def _json_feed(
     while True:
         event = notifier.current(access.db.name)
         async for rows in scan(engine, access, params, state, batch=batch, upto=upto):
-            chunk = b",\n".join(_interval(row, state, params) for row in rows)
+            chunk = b",\n".join(_interval(seq, row, state, params) for seq, row in rows)
             await out.write(chunk if first else b",\n" + chunk)
             first = False
         if params.feed != "longpoll" or state.matched or params.descending:
@@ -132,17 +132,16 @@ async def _json_feed(
     return await out.finish()
 
 
-def _interval(row: bytes, state: ScanState, params: ChangesParams) -> bytes:
+def _interval(seq: int, row: bytes, state: ScanState, params: ChangesParams) -> bytes:
+    """Apply ``seq_interval``: only every Nth row carries its seq (rows start with it)."""
     state.row_index += 1
     if params.seq_interval and state.row_index % params.seq_interval:
-        obj = orjson.loads(row)
-        obj["seq"] = None
-        return orjson.dumps(obj)
+        head = b'{"seq":' + str(seq).encode() + b","
+        return b'{"seq":null,' + row[len(head) :]
     return row
 
 
-def _sse_event(row: bytes) -> bytes:
-    seq = orjson.loads(row)["seq"]
+def _sse_event(seq: int, row: bytes) -> bytes:
     return b"data: " + row + b"\nid: " + str(seq).encode() + b"\n\n"
 
 
@@ -164,9 +163,9 @@ async def _stream_feed(
             async for rows in scan(engine, access, params, state, batch=batch):
                 wrote = True
                 if sse:
-                    await out.write(b"".join(_sse_event(row) for row in rows))
+                    await out.write(b"".join(_sse_event(seq, row) for seq, row in rows))
                 else:
-                    await out.write(b"\n".join(rows) + b"\n")
+                    await out.write(b"\n".join(row for _, row in rows) + b"\n")
             if params.limit is not None and state.matched >= params.limit:
                 break
             if wrote:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.access import require_admin, require_write
+from gateway.access import require_admin, require_staff
 from gateway.auth import context
 from gateway.dbctx import db_name, open_db
 from gateway.jsonio import json_response, read_json
@@ -84,10 +84,7 @@ async def get_revs_limit(request: web.Request) -> web.Response:
 async def put_revs_limit(request: web.Request) -> web.Response:
     """``PUT /{db}/_revs_limit`` (staff): a positive integer body."""
     access = await open_db(request)
-    if access.user.role not in ("admin", "manager"):
-        from replication import Forbidden
-
-        raise Forbidden("Only managers and admins may change revs_limit.")
+    require_staff(access.user, "change revs_limit")
     limit = await read_json(request)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1_000_000:
         raise BadRequest("revs_limit must be a positive integer")
@@ -99,11 +96,7 @@ async def put_revs_limit(request: web.Request) -> web.Response:
 async def compact(request: web.Request) -> web.Response:
     """``POST /{db}/_compact`` (staff): drop bodies nobody can need any more."""
     access = await open_db(request)
-    require_write(access.user, access.db)
-    if access.user.role not in ("admin", "manager"):
-        from replication import Forbidden
-
-        raise Forbidden("Only managers and admins may compact.")
+    require_staff(access.user, "compact")
     stats = await compact_database(request.app[ENGINE], access.db.name)
     return json_response({"ok": True, **stats}, status=202)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -14,7 +13,7 @@ from gateway.docjson import RenderOptions
 from gateway.jsonio import json_response, query_bool, query_json, raw_json_response, read_json
 from gateway.keys import ENGINE, SETTINGS
 from gateway.multipart import multipart_mixed, read_multipart_doc
-from gateway.validation import edit_from_json
+from gateway.validation import edit_from_json, with_generated_id
 from replication import BadRequest, DocEdit, NotFound, validate_doc_id, validate_rev
 from replication.errors import Conflict
 from schema.engine import read_transaction
@@ -142,8 +141,7 @@ async def post_doc(request: web.Request) -> web.Response:
     obj = await read_json(request)
     if not isinstance(obj, dict):
         raise BadRequest("Document must be a JSON object")
-    if "_id" not in obj:
-        obj = {**obj, "_id": uuid.uuid4().hex}
+    obj = with_generated_id(obj)
     return await _write_one(request, access, edit_from_json(obj, request.app[SETTINGS]))
 
 

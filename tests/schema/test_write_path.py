@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from replication import Attachment, DocEdit, MissingStub, md5_digest, parse_doc
 from schema.databases import create_database, get_database, set_revs_limit
-from schema.documents import load_trees, update_docs
+from schema.documents import load_states, update_docs
 from schema.engine import read_transaction, write_transaction
 from schema.reads import get_doc_rows, get_revisions
 from schema.tables import revisions
@@ -79,13 +79,13 @@ async def test_stemming_deletes_the_bodies_of_dropped_revisions(engine: AsyncEng
         rev = result.rev
     async with read_transaction(engine) as conn:
         db = await get_database(conn, "w")
-        trees = await load_trees(conn, db.id, ["a"])
+        states = await load_states(conn, db.id, ["a"])
         stored = (
             (await conn.execute(select(revisions.c.rev).where(revisions.c.doc_id == "a")))
             .scalars()
             .all()
         )
-    tree = trees["a"][0]
+    tree = states["a"].tree
     assert len(tree) == 2 and rev in tree
     assert set(stored) <= set(tree)
 
