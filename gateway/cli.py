@@ -15,6 +15,7 @@ from gateway.migrate import downgrade as alembic_downgrade
 from gateway.migrate import upgrade as alembic_upgrade
 from gateway.settings import Settings, ensure_data_dir, load_settings
 from replication import GatewayError
+from schema import checkpoints as cps
 from schema import databases as dbs
 from schema import users as users_repo
 from schema.engine import make_engine, write_transaction
@@ -212,6 +213,81 @@ def dbs_list(ctx: click.Context) -> None:
     """List databases."""
     for name in run_db(_settings(ctx), dbs.list_databases):
         click.echo(name)
+
+
+@main.group("checkpoints")
+def checkpoints_group() -> None:
+    """Replication checkpoints: report and reset."""
+
+
+def _checkpoint_rows(found: list[cps.Checkpoint]) -> list[tuple[Any, ...]]:
+    header = ("USER", "DB", "ID", "SEQ", "DB SEQ", "LAG", "UPDATED")
+    return [header] + [
+        (
+            c.user,
+            c.db,
+            c.id,
+            "-" if c.seq is None else c.seq,
+            c.db_seq,
+            "-" if c.lag is None else c.lag,
+            c.as_json()["updated_at"] or "-",
+        )
+        for c in found
+    ]
+
+
+@checkpoints_group.command("list")
+@click.option("--user", default=None, help="Only this user's checkpoints.")
+@click.option("--db", "db_name", default=None, help="Only this database's checkpoints.")
+@click.pass_context
+def checkpoints_list(ctx: click.Context, user: str | None, db_name: str | None) -> None:
+    """List checkpoints: user, database, id, recorded seq, database seq, lag, last update."""
+    found = run_db(_settings(ctx), lambda c: cps.list_checkpoints(c, user, db_name))
+    if not found:
+        click.echo("no checkpoints")
+        return
+    _table(_checkpoint_rows(found))
+
+
+@checkpoints_group.command("reset")
+@click.option("--user", required=True, help="Whose checkpoints to reset.")
+@click.option("--db", "db_name", default=None, help="Only in this database.")
+@click.option("--id", "doc_id", default=None, help="Only this checkpoint id.")
+@click.option("--to-seq", type=click.IntRange(min=0), default=None, help="Rewind to N.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def checkpoints_reset(
+    ctx: click.Context,
+    user: str,
+    db_name: str | None,
+    doc_id: str | None,
+    to_seq: int | None,
+    yes: bool,
+) -> None:
+    """Delete (or rewind to N) a user's checkpoints: their next replication starts over."""
+    settings = _settings(ctx)
+
+    def reset(dry_run: bool) -> list[cps.Checkpoint]:
+        return run_db(
+            settings,
+            lambda c: cps.reset_checkpoints(c, user, db_name, doc_id, to_seq, dry_run=dry_run),
+        )
+
+    verb = "delete" if to_seq is None else f"rewind to seq {to_seq}"
+    if not yes:
+        planned = reset(dry_run=True)
+        if not planned:
+            click.echo("nothing to reset")
+            return
+        _table(_checkpoint_rows(planned))
+        click.confirm(f"{verb} these {len(planned)} checkpoint(s)?", abort=True)
+    changed = reset(dry_run=False)
+    if not changed:
+        click.echo("nothing to reset")
+        return
+    _table(_checkpoint_rows(changed))
+    done = "deleted" if to_seq is None else f"rewound to seq {to_seq}"
+    click.echo(f"{done}: {len(changed)} checkpoint(s) of {user}")
 
 
 def _table(rows: list[tuple[Any, ...]]) -> None:
