@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway.auth import PasswordCache, auth_middleware
 from gateway.cors import cors_middleware
 from gateway.errors import error_middleware
-from gateway.keys import ENGINE, NOTIFIER, PASSWORD_CACHE, SETTINGS
+from gateway.keys import ENGINE, NOTIFIER, PASSWORD_CACHE, RATE_LIMITER, REDIS, SETTINGS
 from gateway.migrate import upgrade
 from gateway.notifier import FeedNotifier
+from gateway.ratelimit import make_limiter
+from gateway.restdb import READY, ensure_rest_databases
 from gateway.routes import setup_routes
 from gateway.settings import Settings
 from schema.engine import make_engine
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+REDIS_TIMEOUT_SECONDS = 1.0  # request-path commands (rate limits, caches), not pub/sub
 
 
 def create_app(settings: Settings, *, migrate: bool | None = None) -> web.Application:
@@ -26,9 +34,13 @@ def create_app(settings: Settings, *, migrate: bool | None = None) -> web.Applic
     app[SETTINGS] = settings
     app[PASSWORD_CACHE] = PasswordCache()
     app[NOTIFIER] = FeedNotifier(settings.redis_url)
+    app[READY] = set()
+    app[REDIS] = redis_client(settings.redis_url)
+    app[RATE_LIMITER] = make_limiter(app[REDIS])
     should_migrate = settings.is_embedded if migrate is None else migrate
     app.cleanup_ctx.append(_engine_ctx(should_migrate))
     app.cleanup_ctx.append(_notifier_ctx)
+    app.cleanup_ctx.append(_redis_ctx)
     setup_routes(app)
     return app
 
@@ -40,6 +52,7 @@ def _engine_ctx(should_migrate: bool):  # type: ignore[no-untyped-def]
         if should_migrate:
             await upgrade(engine)
         app[ENGINE] = engine
+        await ensure_rest_databases(app)
         yield
         await engine.dispose()
 
@@ -50,3 +63,30 @@ async def _notifier_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[NOTIFIER].start()
     yield
     await app[NOTIFIER].close()
+
+
+def redis_client(url: str | None) -> Redis | None:
+    """The shared Redis client for request-path commands, or None without Redis.
+
+    Short timeouts and no retries: callers degrade when Redis is slow or gone (see
+    ``gateway.ratelimit``) instead of holding the request.
+    """
+    if not url:
+        return None
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return aioredis.from_url(
+        url,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    client = app[REDIS]
+    if client is not None:
+        await client.aclose()

@@ -2,7 +2,16 @@
 
 Every route but a few public ones needs a valid, enabled user.  The user row is read on
 every request (so disabling a user takes effect at once); only the expensive password check
-is cached, keyed by a digest of (stored hash, password) so a password change invalidates it.
+is cached, keyed by a digest of (user id, stored hash, password) so a password change
+invalidates it.
+
+Failed logins are rate-limited (``check_password``, used by Basic, ``POST /_session`` and
+``POST /api/v1/auth/login``): per name given (lower-cased, known or not) and per client
+address.  Each password verification reserves one attempt under both keys before it runs
+and a good password gives it back, so a key over its limit is refused with 429 before any
+password is checked.  A cache hit (a password this instance verified recently) skips the
+limiter: it proves the caller already knows the password, and keeps PouchDB's Basic auth on
+every request free of Redis round trips.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ from dataclasses import dataclass
 import jwt
 from aiohttp import web
 
-from gateway.keys import ENGINE, PASSWORD_CACHE, SETTINGS
+from gateway.keys import ENGINE, PASSWORD_CACHE, RATE_LIMITER, SETTINGS
+from gateway.ratelimit import Rule, client_address, key_part
 from gateway.tokens import AccessClaims, read_access_token
-from replication import Unauthorized
+from replication import TooManyRequests, Unauthorized
 from schema.databases import DB_NAME_RE
 from schema.engine import read_transaction
 from schema.users import User, find_caller, verify_password
@@ -62,22 +72,71 @@ class PasswordCache:
 
     @staticmethod
     def _key(user: User, password: str) -> bytes:
-        return hashlib.sha256(f"{user.password_hash}\x00{password}".encode()).digest()
+        material = f"{user.id}\x00{user.password_hash}\x00{password}"
+        return hashlib.sha256(material.encode()).digest()
 
-    def check(self, user: User, password: str) -> bool:
-        """Verify ``password`` for ``user``, using the cache when possible."""
+    def cached(self, user: User, password: str) -> bool:
+        """Tell whether ``password`` was verified for ``user`` recently (cheap, no scrypt)."""
         key = self._key(user, password)
         expiry = self._entries.get(key)
-        now = time.monotonic()
-        if expiry is not None and expiry > now:
+        if expiry is not None and expiry > time.monotonic():
             self._entries.move_to_end(key)
             return True
+        return False
+
+    def verify(self, user: User, password: str) -> bool:
+        """Verify ``password`` for ``user`` (scrypt) and remember a success."""
         if not verify_password(password, user.password_hash):
             return False
-        self._entries[key] = now + self._ttl
+        self._entries[self._key(user, password)] = time.monotonic() + self._ttl
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)
         return True
+
+    def check(self, user: User, password: str) -> bool:
+        """Verify ``password`` for ``user``, using the cache when possible."""
+        return self.cached(user, password) or self.verify(user, password)
+
+
+def login_rules(request: web.Request, name: str) -> list[Rule]:
+    """The failed-login limits a password check for ``name`` counts against."""
+    settings = request.app[SETTINGS]
+    window = settings.login_failure_window_seconds
+    if window < 1:
+        return []
+    rules = []
+    if settings.login_max_failures_per_user > 0:
+        user_key = "login:user:" + key_part(name.lower())
+        rules.append(Rule(user_key, settings.login_max_failures_per_user, window))
+    if settings.login_max_failures_per_address > 0:
+        addr_key = "login:addr:" + client_address(request, settings.trust_proxy)
+        rules.append(Rule(addr_key, settings.login_max_failures_per_address, window))
+    return rules
+
+
+async def check_password(request: web.Request, name: str, user: User | None, password: str) -> User:
+    """Return ``user`` if ``password`` is theirs; raise 401, or 429 while ``name`` or the
+    client address has too many recent failures.
+
+    ``user`` is None for an unknown or disabled name, which is limited and answered exactly
+    like a wrong password.  Only the first check of a password on this instance reaches the
+    limiter; cache hits return at once.
+    """
+    cache = request.app[PASSWORD_CACHE]
+    if user is not None and cache.cached(user, password):
+        return user
+    limiter = request.app[RATE_LIMITER]
+    rules = login_rules(request, name)
+    decision = await limiter.acquire(rules)
+    if not decision.allowed:
+        raise TooManyRequests(
+            f"Too many failed login attempts; retry in {decision.retry_after} seconds.",
+            retry_after=decision.retry_after,
+        )
+    if user is None or not cache.verify(user, password):
+        raise Unauthorized("Name or password is incorrect.")
+    await limiter.refund([rule.key for rule in rules])  # a good password does not count
+    return user
 
 
 def parse_basic(header: str) -> tuple[str, str]:
@@ -120,9 +179,7 @@ async def authenticate(request: web.Request) -> RequestContext | None:
     settings = request.app[SETTINGS]
     if header[:6].lower() == "basic ":
         name, password = parse_basic(header)
-        user = await _load_user(request, name)
-        if user is None or not request.app[PASSWORD_CACHE].check(user, password):
-            raise Unauthorized("Name or password is incorrect.")
+        user = await check_password(request, name, await _load_user(request, name), password)
         return RequestContext(user, "basic")
     if header[:7].lower() == "bearer ":
         claims = read_access_token(settings.secret_key, header[7:].strip())

@@ -15,10 +15,14 @@ from gateway.migrate import downgrade as alembic_downgrade
 from gateway.migrate import upgrade as alembic_upgrade
 from gateway.settings import Settings, ensure_data_dir, load_settings
 from replication import GatewayError
+from replication.conflicts import STRATEGIES
 from schema import checkpoints as cps
+from schema import conflicts as conflict_repo
 from schema import databases as dbs
 from schema import users as users_repo
 from schema.engine import make_engine, write_transaction
+from schema.resolve import resolve_record
+from schema.tombstones import PurgeReport, parse_age, purge_tombstones
 
 T = TypeVar("T")
 
@@ -207,6 +211,16 @@ def dbs_create(ctx: click.Context, name: str, access_mode: str) -> None:
     click.echo(f"created database {name} ({access_mode})")
 
 
+@dbs_group.command("set-policy")
+@click.argument("name")
+@click.argument("policy", type=click.Choice(dbs.CONFLICT_POLICIES))
+@click.pass_context
+def dbs_set_policy(ctx: click.Context, name: str, policy: str) -> None:
+    """Set how database NAME resolves new conflicts (manual, merge, server_wins, client_wins)."""
+    run_db(_settings(ctx), lambda c: dbs.set_conflict_policy(c, name, policy))
+    click.echo(f"{name}: conflict_policy is now {policy}")
+
+
 @dbs_group.command("list")
 @click.pass_context
 def dbs_list(ctx: click.Context) -> None:
@@ -288,6 +302,142 @@ def checkpoints_reset(
     _table(_checkpoint_rows(changed))
     done = "deleted" if to_seq is None else f"rewound to seq {to_seq}"
     click.echo(f"{done}: {len(changed)} checkpoint(s) of {user}")
+
+
+@main.group("conflicts")
+def conflicts_group() -> None:
+    """ConflictRecords: list, show, resolve."""
+
+
+@conflicts_group.command("list")
+@click.option("--db", "db_name", default=None, help="Only this database.")
+@click.option("--status", type=click.Choice(conflict_repo.STATUSES), default=None)
+@click.option("--doc", "doc_id", default=None, help="Only this document id.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.pass_context
+def conflicts_list(
+    ctx: click.Context, db_name: str | None, status: str | None, doc_id: str | None, limit: int
+) -> None:
+    """List ConflictRecords (oldest first)."""
+    found = run_db(
+        _settings(ctx),
+        lambda c: conflict_repo.list_conflicts(
+            c, db=db_name, status=status, doc_id=doc_id, limit=limit
+        ),
+    )
+    if not found:
+        click.echo("no conflicts")
+        return
+    header = ("ID", "DB", "DOC", "STATUS", "STRATEGY", "MINE", "THEIRS", "PUSHED BY", "CREATED")
+    _table(
+        [header]
+        + [
+            (
+                r.id, r.db, r.doc_id, r.status, r.strategy or "-", r.mine_rev or "(refused)",
+                r.theirs_rev, r.pushed_by or "-", r.as_json()["created_at"],
+            )
+            for r in found
+        ]
+    )  # fmt: skip
+
+
+@conflicts_group.command("show")
+@click.argument("record_id", type=int)
+@click.pass_context
+def conflicts_show(ctx: click.Context, record_id: int) -> None:
+    """Print one ConflictRecord as JSON (both sides, the ancestor, who and when)."""
+    record = run_db(_settings(ctx), lambda c: conflict_repo.get_conflict(c, record_id))
+    click.echo(orjson.dumps(record.as_json(), option=orjson.OPT_INDENT_2).decode())
+
+
+@conflicts_group.command("resolve")
+@click.argument("record_id", type=int)
+@click.option("--strategy", type=click.Choice(STRATEGIES), required=True)
+@click.option("--body", "body_json", default=None, help="For merge: the merged body (JSON).")
+@click.pass_context
+def conflicts_resolve(
+    ctx: click.Context, record_id: int, strategy: str, body_json: str | None
+) -> None:
+    """Resolve ConflictRecord ID (merge without --body: three-way merge by field)."""
+    body = None
+    if body_json is not None:
+        if strategy != "merge":
+            raise click.UsageError("--body is only for --strategy merge")
+        try:
+            body = orjson.loads(body_json)
+        except orjson.JSONDecodeError as exc:
+            raise click.UsageError(f"--body is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise click.UsageError("--body must be a JSON object")
+    settings = _settings(ctx)
+
+    async def resolve(conn: AsyncConnection) -> tuple[str, str]:
+        record, rev = await resolve_record(conn, record_id, strategy, body=body, user_id=None)
+        return record.db, rev
+
+    db_name, rev = run_db(settings, resolve)
+    click.echo(f"conflict {record_id} resolved ({strategy}): the document is now at {rev}")
+    if settings.redis_url:
+        from gateway.notifier import publish_once
+
+        asyncio.run(publish_once(settings.redis_url, db_name))
+
+
+@main.group("tombstones")
+def tombstones_group() -> None:
+    """Deleted documents (tombstones)."""
+
+
+@tombstones_group.command("purge")
+@click.option("--db", "db_name", default=None, help="Only this database (default: all).")
+@click.option("--older-than", "older_than", required=True, help="Age, e.g. 90d, 12h, 30m.")
+@click.option("--dry-run", is_flag=True, help="Report what would be purged; change nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also purge tombstones registered checkpoints have not passed (those replicas "
+    "will be told to reset).",
+)
+@click.pass_context
+def tombstones_purge(
+    ctx: click.Context, db_name: str | None, older_than: str, dry_run: bool, force: bool
+) -> None:
+    """Remove old tombstones that every registered replica has already seen."""
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from exc
+    settings = _settings(ctx)
+
+    async def main() -> list[PurgeReport]:
+        engine = make_engine(settings.database_url)
+        try:
+            if settings.is_embedded:
+                await alembic_upgrade(engine)
+            return await purge_tombstones(engine, db_name, age, dry_run=dry_run, force=force)
+        finally:
+            await engine.dispose()
+
+    try:
+        reports = asyncio.run(main())
+    except GatewayError as exc:
+        raise click.ClickException(exc.reason) from exc
+    header = ("DB", "OLD TOMBSTONES", "PURGED" if not dry_run else "WOULD PURGE", "KEPT",
+              "OLDEST CHECKPOINT", "PURGE SEQ")  # fmt: skip
+    _table(
+        [header]
+        + [
+            (r.db, r.eligible, r.purged, r.protected,
+             "-" if r.horizon is None else r.horizon, r.purge_seq)
+            for r in reports
+        ]
+    )  # fmt: skip
+    kept = sum(r.protected for r in reports)
+    if kept and not force:
+        click.echo(
+            f"kept {kept} tombstone(s) that registered checkpoints have not passed yet "
+            "(see `gateway checkpoints list`; --force purges them and those replicas must reset)"
+        )
 
 
 def _table(rows: list[tuple[Any, ...]]) -> None:

@@ -8,9 +8,11 @@ from aiohttp import web
 
 from gateway.keys import SETTINGS
 
-ALLOW_METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
+ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "accept, authorization, content-type, origin, referer, x-device-id, idempotency-key"
-EXPOSE_HEADERS = "content-type, cache-control, accept-ranges, etag, server, x-couch-request-id"
+EXPOSE_HEADERS = (
+    "content-type, cache-control, accept-ranges, etag, server, x-couch-request-id, retry-after"
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

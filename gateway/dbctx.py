@@ -15,6 +15,7 @@ from schema.batch import WriteResult
 from schema.databases import Database, get_database, validate_db_name
 from schema.documents import update_docs
 from schema.engine import is_sqlite, read_transaction, write_transaction
+from schema.rules import has_rules
 from schema.users import User
 from schema.write_pg import update_docs_optimistic
 
@@ -48,6 +49,14 @@ async def open_db(request: web.Request) -> DbAccess:
     return DbAccess(db, user, owner_scope(user, db))
 
 
+def device_of(request: web.Request) -> str | None:
+    """The client's device id (``X-Device-Id``), recorded with the conflicts it causes."""
+    device = request.headers.get("X-Device-Id")
+    if not device or len(device) > 200 or not device.isprintable():
+        return None
+    return device
+
+
 async def write_edits(
     request: web.Request, access: DbAccess, edits: Sequence[DocEdit], *, new_edits: bool
 ) -> list[WriteResult]:
@@ -56,13 +65,22 @@ async def write_edits(
     if not edits:
         return []
     engine = request.app[ENGINE]
-    options = {"new_edits": new_edits, "user_id": access.user.id, "owner_scope": access.owner}
+    options = {
+        "new_edits": new_edits,
+        "user_id": access.user.id,
+        "owner_scope": access.owner,
+        "role": access.user.role,
+    }
     results = None
-    if not is_sqlite(engine):  # two round trips; the locking path if it keeps losing races
+    # PostgreSQL: two round trips; the locking path if it keeps losing races, when the batch
+    # touches a conflict, and for databases with rules (they read and write more rows)
+    if not is_sqlite(engine) and not has_rules(access.db):
         results = await update_docs_optimistic(engine, access.db, edits, **options)
     if results is None:
         async with write_transaction(engine) as conn:
-            _, results = await update_docs(conn, access.db.name, edits, **options)
+            _, results = await update_docs(
+                conn, access.db.name, edits, device=device_of(request), **options
+            )
     if any(r.error is None for r in results):
         await request.app[NOTIFIER].notify(access.db.name)
     return results

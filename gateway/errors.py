@@ -29,6 +29,7 @@ STATUS: dict[type[e.GatewayError], int] = {
     e.FileExists: 412,
     e.PreconditionFailed: 412,
     e.MissingStub: 412,
+    e.ResetRequired: 410,
     e.TooLarge: 413,
     e.UnsupportedMediaType: 415,
     e.TooManyRequests: 429,
@@ -60,20 +61,25 @@ def status_of(exc: e.GatewayError) -> int:
     return 500
 
 
-def error_response(status: int, error: str, reason: str) -> web.Response:
-    """Return a CouchDB-shaped error response."""
+def error_response(
+    status: int, error: str, reason: str, extra: dict[str, object] | None = None
+) -> web.Response:
+    """Return a CouchDB-shaped error response (``extra`` adds fields after the two)."""
     return web.Response(
         status=status,
-        body=orjson.dumps({"error": error, "reason": reason}),
+        body=orjson.dumps({"error": error, "reason": reason, **(extra or {})}),
         content_type="application/json",
     )
 
 
 def response_for(exc: e.GatewayError) -> web.Response:
     """Return the response for a domain error."""
-    resp = error_response(status_of(exc), exc.error, exc.reason)
+    extra = {"fields": list(exc.paths)} if isinstance(exc, e.MergeConflict) else None
+    resp = error_response(status_of(exc), exc.error, exc.reason, extra)
     if isinstance(exc, e.Unauthorized):
         resp.headers["WWW-Authenticate"] = 'Basic realm="gateway"'
+    elif isinstance(exc, e.TooManyRequests) and exc.retry_after is not None:
+        resp.headers["Retry-After"] = str(max(1, exc.retry_after))
     return resp
 
 

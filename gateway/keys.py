@@ -8,11 +8,16 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from gateway.auth import PasswordCache
     from gateway.notifier import FeedNotifier
+    from gateway.ratelimit import RateLimiter
     from gateway.settings import Settings
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 ENGINE: web.AppKey[AsyncEngine] = web.AppKey("engine", AsyncEngine)
 NOTIFIER: web.AppKey[FeedNotifier] = web.AppKey("notifier")
 PASSWORD_CACHE: web.AppKey[PasswordCache] = web.AppKey("password_cache")
+REDIS: web.AppKey[Redis | None] = web.AppKey("redis")  # shared client, None without Redis
+RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")

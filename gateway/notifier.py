@@ -81,3 +81,17 @@ class FeedNotifier:
                 await self._task
         if self._redis is not None:
             await self._redis.aclose()
+
+
+async def publish_once(redis_url: str, db: str) -> None:
+    """Wake every instance's listeners of ``db`` from outside a server (the CLI); without
+    Redis they catch up at their next slow poll."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    try:
+        await client.publish(CHANNEL_PREFIX + db, b"1")
+    except Exception as exc:
+        log.warning("redis publish failed: %s", exc)
+    finally:
+        await client.aclose()

@@ -42,6 +42,10 @@ class Settings:
     log_level: str = "INFO"
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_days: int = 30
+    login_max_failures_per_user: int = 10
+    login_max_failures_per_address: int = 50
+    login_failure_window_seconds: int = 900
+    trust_proxy: bool = False
 
     @property
     def is_embedded(self) -> bool:
@@ -83,6 +87,10 @@ ENV_NAMES = {
     "log_level": "GATEWAY_LOG_LEVEL",
     "access_token_ttl_seconds": "GATEWAY_ACCESS_TOKEN_TTL_SECONDS",
     "refresh_token_ttl_days": "GATEWAY_REFRESH_TOKEN_TTL_DAYS",
+    "login_max_failures_per_user": "GATEWAY_LOGIN_MAX_FAILURES_PER_USER",
+    "login_max_failures_per_address": "GATEWAY_LOGIN_MAX_FAILURES_PER_ADDRESS",
+    "login_failure_window_seconds": "GATEWAY_LOGIN_FAILURE_WINDOW_SECONDS",
+    "trust_proxy": "GATEWAY_TRUST_PROXY",
 }
 
 

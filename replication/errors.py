@@ -6,6 +6,8 @@ decided in one place only (``gateway/errors.py``), the way ``chttpd:error_info/1
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class GatewayError(Exception):
     """Base class: an error a client caused or must be told about."""
@@ -52,6 +54,24 @@ class Conflict(GatewayError):
     default_reason = "Document update conflict."
 
 
+class MergeConflict(Conflict):
+    """A three-way merge found fields both sides changed differently (409, ``conflict``).
+
+    ``paths`` are the JSON-pointer paths of those fields, sorted (see ``replication.merge``).
+    """
+
+    default_reason = "Both sides changed the same fields differently."
+
+    def __init__(self, paths: Iterable[str] = (), reason: str | None = None) -> None:
+        self.paths: tuple[str, ...] = tuple(paths)
+        if reason is None and self.paths:
+            listed = ", ".join(self.paths[:10])
+            if len(self.paths) > 10:
+                listed += f" and {len(self.paths) - 10} more"
+            reason = f"Both sides changed the same fields differently: {listed}."
+        super().__init__(reason)
+
+
 class FileExists(GatewayError):
     error = "file_exists"
     default_reason = "The database could not be created, the file already exists."
@@ -83,10 +103,24 @@ class NotAcceptable(GatewayError):
 
 
 class TooManyRequests(GatewayError):
+    """Refused for now (429); ``retry_after`` seconds, when known, become ``Retry-After``."""
+
     error = "too_many_requests"
     default_reason = "Rate limit exceeded."
+
+    def __init__(self, reason: str | None = None, retry_after: int | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(reason)
 
 
 class ServiceUnavailable(GatewayError):
     error = "service_unavailable"
     default_reason = "The service is temporarily unavailable."
+
+
+class ResetRequired(GatewayError):
+    """The replica's checkpoint predates purged tombstones: it may still hold documents
+    deleted since, so it must start over instead of resuming (410, ``reset_required``)."""
+
+    error = "reset_required"
+    default_reason = "Tombstones this replica has not seen were purged; reset it."

@@ -26,6 +26,7 @@ from replication import (
     rev_pos,
     tree_to_data,
 )
+from replication.conflicts import needs_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,16 @@ class DocWrite:
     expected_seq: int | None  # the version it was loaded at (None: a new document)
 
 
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """A written document that has (or had) more than one live leaf."""
+
+    doc_id: str
+    tree: RevTree  # after the write
+    incoming: frozenset[str]
+    owner_id: int | None
+
+
 @dataclass(slots=True)
 class Batch:
     results: list[WriteResult] = field(default_factory=list)
@@ -67,6 +78,7 @@ class Batch:
     revisions: list[dict[str, Any]] = field(default_factory=list)
     attachments: dict[str, bytes] = field(default_factory=dict)
     dropped: list[tuple[str, str]] = field(default_factory=list)
+    touched: list[Touched] = field(default_factory=list)  # documents with conflicts to record
     doc_delta: int = 0
     del_delta: int = 0
 
@@ -88,6 +100,7 @@ def plan_batch(
     batch = Batch()
     current = {doc_id: state.tree for doc_id, state in states.items()}
     order: dict[str, None] = {}
+    incoming: dict[str, set[str]] = {}
     for edit in edits:
         if isinstance(edit, WriteResult):
             batch.results.append(edit)
@@ -105,10 +118,22 @@ def plan_batch(
         order.pop(edit.doc_id, None)
         order[edit.doc_id] = None
         batch.dropped.extend((edit.doc_id, rev) for rev in outcome.dropped)
+        if outcome.rev is not None:
+            incoming.setdefault(edit.doc_id, set()).add(outcome.rev)
         if outcome.stored and outcome.rev is not None:
             batch.revisions.append(_revision_row(edit, outcome.rev, batch.attachments, new_edits))
     for doc_id in order:
-        _add_document(batch, doc_id, current[doc_id], states.get(doc_id), user_id)
+        state = states.get(doc_id)
+        _add_document(batch, doc_id, current[doc_id], state, user_id)
+        if needs_records(state.tree if state else None, current[doc_id]):
+            batch.touched.append(
+                Touched(
+                    doc_id,
+                    current[doc_id],
+                    frozenset(incoming.get(doc_id, ())),
+                    batch.documents[-1].owner_id,
+                )
+            )
     return batch
 
 

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from replication import tree_from_data
 from replication.compaction import revisions_to_keep
 from schema.databases import lock_database
-from schema.documents import chunks
 from schema.engine import write_transaction
+from schema.keys import chunks
 from schema.tables import attachments, documents, revisions
 
 BATCH = 500

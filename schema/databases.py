@@ -30,6 +30,7 @@ class Database:
     doc_count: int
     doc_del_count: int
     instance_start_time: str
+    purge_seq: int = 0
 
 
 DATABASE_COLUMNS = (
@@ -42,6 +43,7 @@ DATABASE_COLUMNS = (
     databases.c.doc_count,
     databases.c.doc_del_count,
     databases.c.instance_start_time,
+    databases.c.purge_seq,
 )
 
 
@@ -71,25 +73,50 @@ def validate_db_name(name: str) -> str:
     return name
 
 
+def validate_policy(policy: object) -> str:
+    """Return a valid ``conflict_policy`` or raise ``BadRequest``."""
+    if not isinstance(policy, str) or policy not in CONFLICT_POLICIES:
+        raise BadRequest(f"conflict_policy must be one of {', '.join(CONFLICT_POLICIES)}")
+    return policy
+
+
 async def create_database(
-    conn: AsyncConnection, name: str, *, access_mode: str = "owned"
+    conn: AsyncConnection,
+    name: str,
+    *,
+    access_mode: str = "owned",
+    conflict_policy: str = "manual",
 ) -> Database:
     """Create a database; ``FileExists`` if the name is taken."""
     validate_db_name(name)
     if access_mode not in ACCESS_MODES:
         raise BadRequest(f"access_mode must be one of {', '.join(ACCESS_MODES)}")
+    validate_policy(conflict_policy)
     try:
         async with conn.begin_nested():
             await conn.execute(
                 insert(databases).values(
                     name=name,
                     access_mode=access_mode,
+                    conflict_policy=conflict_policy,
                     instance_start_time=str(int(time.time() * 1_000_000)),
                 )
             )
     except IntegrityError as exc:
         raise FileExists() from exc
     return await get_database(conn, name)
+
+
+async def ensure_database(conn: AsyncConnection, name: str, *, access_mode: str) -> Database:
+    """Return database ``name``, creating it with ``access_mode`` if it does not exist."""
+    try:
+        return await get_database(conn, name)
+    except NotFound:
+        pass
+    try:
+        return await create_database(conn, name, access_mode=access_mode)
+    except FileExists:  # created meanwhile by another instance
+        return await get_database(conn, name)
 
 
 async def get_database(conn: AsyncConnection, name: str) -> Database:
@@ -118,6 +145,17 @@ async def advance_database(
 ) -> None:
     """Record ``seqs`` new changes and the document-count deltas of one write."""
     await conn.execute(_ADVANCE, {"db": db.id, "seqs": seqs, "docs": doc_delta, "dels": del_delta})
+
+
+async def set_conflict_policy(conn: AsyncConnection, name: str, policy: str) -> None:
+    """Set how the database resolves the conflicts writes open (applies to later writes)."""
+    result = await conn.execute(
+        update(databases)
+        .where(databases.c.name == name)
+        .values(conflict_policy=validate_policy(policy))
+    )
+    if result.rowcount == 0:
+        raise NotFound("Database does not exist.")
 
 
 async def set_revs_limit(conn: AsyncConnection, name: str, limit: int) -> None:

@@ -14,7 +14,7 @@ a single optimistic statement and falls back to this path under contention.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -31,13 +31,12 @@ from replication import (
     tree_from_data,
 )
 from schema.batch import Batch, DocState, WriteResult, plan_batch
+from schema.conflicts import Closing, sync_records
 from schema.databases import Database, advance_database, lock_database
 from schema.engine import insert_ignore
-from schema.keys import fetch_by_ids, fetch_by_revs
+from schema.keys import chunks, fetch_by_ids, fetch_by_revs
+from schema.rules import has_rules, update_index, validate_edits
 from schema.tables import attachments, documents, revisions
-
-CHUNK = 500
-
 
 # Built once: these run on every write.
 _INSERT_DOCS = insert(documents).values(
@@ -62,12 +61,6 @@ _UPDATE_DOCS = (
         updated_at=func.now(),
     )
 )
-
-
-def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
-    """Split ``items`` into slices of at most ``size`` (bound-parameter limits)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _tree_select() -> Select[Any]:
@@ -104,10 +97,18 @@ async def prepare_batch(
     new_edits: bool,
     user_id: int | None,
     owner_scope: int | None,
+    role: str | None = None,
 ) -> Batch:
-    """Load what the edits touch (one query, plus one for attachment stubs) and plan them."""
+    """Load what the edits touch (one query, plus one for attachment stubs) and plan them.
+
+    With ``role`` set, the database's rules (``schema.rules``) check every edit first.
+    """
     states = await load_states(conn, db.id, list(dict.fromkeys(e.doc_id for e in edits)))
-    resolved = await _resolve_stubs(conn, db.id, edits, states, new_edits)
+    resolved = await _resolve_stubs(conn, db.id, edits, states, new_edits, owner_scope)
+    if role is not None and has_rules(db):
+        resolved = await validate_edits(
+            conn, db, states, resolved, new_edits=new_edits, role=role, owner_scope=owner_scope
+        )
     return plan_batch(
         states,
         resolved,
@@ -126,14 +127,44 @@ async def update_docs(
     new_edits: bool,
     user_id: int | None,
     owner_scope: int | None = None,
+    device: str | None = None,
+    closing: Closing | None = None,
+    role: str | None = None,
 ) -> tuple[Database, list[WriteResult]]:
-    """Apply a batch of edits to one database inside the caller's write transaction."""
+    """Apply a batch of edits to one database inside the caller's write transaction.
+
+    ConflictRecords of the documents it touches are kept in step in the same transaction,
+    and the database's ``conflict_policy`` is applied to the conflicts it opens.
+    ``closing`` says how records the write closes are marked (default: resolved by a
+    replicated edit).  ``role`` (the writer's) turns on the database's rules.
+    """
     db = await lock_database(conn, db_name)
     batch = await prepare_batch(
-        conn, db, edits, new_edits=new_edits, user_id=user_id, owner_scope=owner_scope
+        conn,
+        db,
+        edits,
+        new_edits=new_edits,
+        user_id=user_id,
+        owner_scope=owner_scope,
+        role=role,
     )
     if batch.documents:
         await _write(conn, db, batch)
+        if has_rules(db):
+            await update_index(conn, db, batch, db.update_seq + 1)
+    if batch.touched:
+        opened = await sync_records(
+            conn,
+            db,
+            batch.touched,
+            user_id=user_id,
+            device=device,
+            closing=closing or Closing(user_id=user_id),
+        )
+        if opened and db.conflict_policy != "manual":
+            from schema.resolve import apply_policy  # resolving writes through update_docs
+
+            await apply_policy(conn, db, opened)
     return db, batch.results
 
 
@@ -192,12 +223,19 @@ async def _resolve_stubs(
     edits: Sequence[DocEdit],
     states: dict[str, DocState],
     new_edits: bool,
+    owner_scope: int | None = None,
 ) -> list[DocEdit | WriteResult]:
-    """Fill attachment stubs from the nearest stored ancestor (one query for the batch)."""
+    """Fill attachment stubs from the nearest stored ancestor (one query for the batch).
+
+    Another owner's document (``owner_scope``) has no ancestors to offer: its stubs are
+    missing exactly as for a document that does not exist, so they reveal nothing of it.
+    """
     wanted: dict[int, list[str]] = {}
     for index, edit in enumerate(edits):
         if any(att.stub for att in edit.attachments):
-            wanted[index] = _ancestor_candidates(edit, states, new_edits)
+            state = states.get(edit.doc_id)
+            hidden = state is not None and owner_scope not in (None, state.owner_id)
+            wanted[index] = [] if hidden else _ancestor_candidates(edit, states, new_edits)
     if not wanted:
         return list(edits)
     keys = list({(edits[i].doc_id, rev) for i, revs in wanted.items() for rev in revs})

@@ -16,7 +16,7 @@ pass ``db_id`` and ``ids`` (or ``doc_ids`` and ``revs``) as parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from typing import Any
 
@@ -28,6 +28,13 @@ from sqlalchemy.sql import Select
 from schema.engine import is_sqlite
 
 Builder = Callable[[], Select[Any]]
+CHUNK = 500
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    """Split ``items`` into slices of at most ``size`` (bound-parameter limits)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def storable(ids: Sequence[str]) -> list[str]:

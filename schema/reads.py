@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
 from replication import RevTree, tree_from_data
-from schema.documents import chunks
-from schema.keys import fetch_by_ids, fetch_by_revs, owner_param
+from schema.keys import chunks, fetch_by_ids, fetch_by_revs, owner_param
 from schema.tables import attachments, documents, revisions
 
 

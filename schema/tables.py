@@ -68,6 +68,9 @@ databases = Table(
     Column("doc_count", BigInteger, nullable=False, server_default="0"),
     Column("doc_del_count", BigInteger, nullable=False, server_default="0"),
     Column("instance_start_time", String(32), nullable=False),
+    # The newest seq of a purged tombstone: a replica whose checkpoint is older may have
+    # missed deletions and must reset (``_changes`` says so).
+    Column("purge_seq", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
@@ -148,4 +151,88 @@ revoked_tokens = Table(
     # Access tokens (by jti) revoked by logout before they expire.
     Column("jti", String(64), primary_key=True),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+conflicts = Table(
+    "conflicts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("db_id", Integer, nullable=False),
+    Column("doc_id", DocId, nullable=False),
+    Column("owner_id", Integer, nullable=True),  # the document's owner (access filtering)
+    # "mine": the revision that arrived; None when a refused REST update exists only here
+    Column("mine_rev", String(200), nullable=True),
+    Column("mine_body", LargeBinary, nullable=True),
+    Column("theirs_rev", String(200), nullable=False),  # the server's revision
+    Column("theirs_body", LargeBinary, nullable=True),
+    Column("ancestor_rev", String(200), nullable=True),
+    Column("ancestor_body", LargeBinary, nullable=True),
+    Column("pushed_by", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("device", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("status", String(16), nullable=False),  # open | resolved | auto_resolved
+    Column("strategy", String(16), nullable=True),
+    Column("resolved_by", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("resolved_rev", String(200), nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    ForeignKeyConstraint(
+        ["db_id", "doc_id"], ["documents.db_id", "documents.doc_id"], ondelete="CASCADE"
+    ),
+    # one record per (document, losing branch): a replayed push never duplicates one
+    UniqueConstraint("db_id", "doc_id", "mine_rev"),
+    Index(None, "db_id", "doc_id", "status"),
+    Index(None, "status", "db_id", "id"),
+)
+
+photos = Table(
+    "photos",
+    metadata,
+    # A photo uploaded straight to Cloudinary and confirmed there; no bytes pass through here.
+    Column("id", String(36), primary_key=True),
+    Column("inspection_id", DocId, nullable=False, index=True),
+    Column("public_id", String(255), nullable=False, unique=True),
+    Column("version", BigInteger, nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("width", Integer, nullable=True),
+    Column("height", Integer, nullable=True),
+    Column("secure_url", Text, nullable=False),
+    Column("uploader_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    # One stored answer per (user, Idempotency-Key); status NULL while the first request runs.
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("content_type", String(100), nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+inspection_index = Table(
+    "inspection_index",
+    metadata,
+    # The fields the REST API filters inspections on, kept from each document's winning
+    # revision by every write to the ``inspections`` database (``schema.rules``).
+    Column("db_id", Integer, primary_key=True),
+    Column("doc_id", DocId, primary_key=True),
+    Column("owner_id", Integer, nullable=True),
+    Column("status", String(32), nullable=True),
+    Column("template_id", String(200), nullable=True),
+    Column("inspector", String(128), nullable=True),
+    Column("deleted", Boolean, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    ForeignKeyConstraint(
+        ["db_id", "doc_id"], ["documents.db_id", "documents.doc_id"], ondelete="CASCADE"
+    ),
+    Index("ix_inspection_index_owner", "db_id", "owner_id", "deleted", "doc_id"),
+    Index("ix_inspection_index_status", "db_id", "status", "deleted", "doc_id"),
+    Index("ix_inspection_index_template", "db_id", "template_id", "deleted", "doc_id"),
 )

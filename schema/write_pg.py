@@ -179,15 +179,25 @@ async def update_docs_optimistic(
     new_edits: bool,
     user_id: int | None,
     owner_scope: int | None = None,
+    role: str | None = None,
 ) -> list[WriteResult] | None:
-    """Read, plan and write a batch in two round trips; None after ``ATTEMPTS`` lost races."""
+    """Read, plan and write a batch in two round trips; None after ``ATTEMPTS`` lost races,
+    or when the batch opens, moves or closes a ConflictRecord (the locking path does that)."""
     for _ in range(ATTEMPTS):
         async with single_statement(engine) as conn:
             batch = await prepare_batch(
-                conn, db, edits, new_edits=new_edits, user_id=user_id, owner_scope=owner_scope
+                conn,
+                db,
+                edits,
+                new_edits=new_edits,
+                user_id=user_id,
+                owner_scope=owner_scope,
+                role=role,
             )
             if not batch.documents:
                 return batch.results
+            if batch.touched:  # conflicts to record: the locking path does that
+                return None
             try:
                 written = await write_batch(conn, db, batch)
             except DBAPIError as exc:

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.auth import context
+from gateway.auth import check_password, context
 from gateway.jsonio import json_response, read_json_object
-from gateway.keys import ENGINE, PASSWORD_CACHE, SETTINGS
+from gateway.keys import ENGINE, SETTINGS
 from gateway.tokens import make_access_token
 from replication import BadRequest, Unauthorized
 from schema.engine import read_transaction, write_transaction
@@ -52,8 +52,7 @@ async def login(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     async with read_transaction(request.app[ENGINE]) as conn:
         user = await find_user(conn, name)
-    if user is None or user.disabled or not request.app[PASSWORD_CACHE].check(user, password):
-        raise Unauthorized("Name or password is incorrect.")
+    user = await check_password(request, name, None if user and user.disabled else user, password)
     async with write_transaction(request.app[ENGINE]) as conn:
         refresh = await issue_refresh(
             conn, user.id, timedelta(days=settings.refresh_token_ttl_days)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from gateway.access import require_write
 from gateway.dbctx import open_db, write_edits
 from gateway.docfetch import FetchRequest, fetch_docs
 from gateway.docjson import RenderOptions
@@ -46,8 +47,17 @@ async def get_attachment(request: web.Request) -> web.Response:
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={"ETag": etag})
     return web.Response(
-        body=data, content_type=meta["content_type"].split(";")[0], headers={"ETag": etag}
+        body=data, content_type=_served_type(meta["content_type"]), headers={"ETag": etag}
     )
+
+
+def _served_type(content_type: str) -> str:
+    """The stored ``content_type`` as a header value.  An inline attachment's type is any
+    JSON string (CR, LF, NUL...); one that cannot be a header is served as plain bytes."""
+    base = content_type.split(";")[0]
+    if not base.strip() or not base.isascii() or not base.isprintable():
+        return "application/octet-stream"
+    return base.strip()
 
 
 async def _current(request: web.Request, access, doc_id: str, rev: str | None):  # type: ignore[no-untyped-def]
@@ -72,6 +82,7 @@ def _stubs(doc: dict) -> tuple[Attachment, ...]:
 async def put_attachment(request: web.Request) -> web.Response:
     """Add or replace one attachment, creating a new revision."""
     access = await open_db(request)
+    require_write(access.user, access.db)  # before anything that depends on the document
     doc_id, name = doc_id_of(request), _att_name(request)
     rev = request.query.get("rev") or request.headers.get("If-Match", "").strip('"') or None
     rev = validate_rev(rev) if rev else None
@@ -99,6 +110,7 @@ async def put_attachment(request: web.Request) -> web.Response:
 async def delete_attachment(request: web.Request) -> web.Response:
     """Remove one attachment, creating a new revision."""
     access = await open_db(request)
+    require_write(access.user, access.db)
     doc_id, name = doc_id_of(request), _att_name(request)
     rev = request.query.get("rev") or request.headers.get("If-Match", "").strip('"') or None
     if not rev:

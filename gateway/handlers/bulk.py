@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.access import require_write
 from gateway.dbctx import open_db, write_edits
 from gateway.docfetch import FetchRequest, fetch_docs
 from gateway.docjson import RenderOptions
@@ -28,6 +29,7 @@ from schema.engine import read_transaction
 async def bulk_docs(request: web.Request) -> web.Response:
     """``POST /{db}/_bulk_docs``: ``{"docs": [...], "new_edits": true|false}``."""
     access = await open_db(request)
+    require_write(access.user, access.db)
     body = await read_json_object(request)
     docs = body.get("docs")
     if not isinstance(docs, list):

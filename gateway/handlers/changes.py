@@ -19,6 +19,7 @@ from gateway.changes_scan import ScanState, scan
 from gateway.cors import add_cors_headers
 from gateway.dbctx import DbAccess, open_db
 from gateway.keys import ENGINE, NOTIFIER, SETTINGS
+from replication import ResetRequired
 
 BUFFER_LIMIT = 256 * 1024
 
@@ -69,6 +70,12 @@ async def changes(request: web.Request) -> web.StreamResponse:
     params = await parse_changes_params(request, request.app[SETTINGS])
     # The database row was read with the caller: its update_seq is a committed snapshot.
     since = access.db.update_seq if params.since == "now" else params.since.value
+    if 0 < since < access.db.purge_seq and not params.descending:
+        raise ResetRequired(
+            f"Tombstones up to seq {access.db.purge_seq} were purged, after this replica's "
+            f"checkpoint (seq {since}): it may still hold documents deleted since. Reset it: "
+            "replicate into a fresh local database (or delete its local copy), from seq 0."
+        )
     state = ScanState(since)
     if params.feed in ("continuous", "eventsource"):
         return await _stream_feed(request, access, params, state)

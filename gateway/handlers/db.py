@@ -11,7 +11,13 @@ from gateway.jsonio import json_response, read_json
 from gateway.keys import ENGINE
 from replication import BadRequest
 from schema.compaction import compact_database
-from schema.databases import create_database, delete_database, set_revs_limit
+from schema.conflicts import count_open
+from schema.databases import (
+    create_database,
+    delete_database,
+    set_conflict_policy,
+    set_revs_limit,
+)
 from schema.engine import read_transaction, write_transaction
 from schema.reads import count_rows
 
@@ -21,8 +27,9 @@ async def put_db(request: web.Request) -> web.Response:
     require_admin(context(request).user)
     name = db_name(request)
     mode = request.query.get("access_mode", "owned")
+    policy = request.query.get("conflict_policy", "manual")
     async with write_transaction(request.app[ENGINE]) as conn:
-        await create_database(conn, name, access_mode=mode)
+        await create_database(conn, name, access_mode=mode, conflict_policy=policy)
     return json_response({"ok": True}, status=201, headers={"Location": f"/{name}"})
 
 
@@ -31,15 +38,16 @@ async def get_db(request: web.Request) -> web.Response:
     access = await open_db(request)
     db = access.db
     doc_count = db.doc_count
-    if access.owner is not None:
-        async with read_transaction(request.app[ENGINE]) as conn:
+    async with read_transaction(request.app[ENGINE]) as conn:
+        if access.owner is not None:
             doc_count = await count_rows(conn, db.id, access.owner)
+        open_conflicts = await count_open(conn, db.id, access.owner)
     return json_response(
         {
             "db_name": db.name,
             "update_seq": db.update_seq,
             "committed_update_seq": db.update_seq,
-            "purge_seq": 0,
+            "purge_seq": db.purge_seq,
             "doc_count": doc_count,
             "doc_del_count": db.doc_del_count if access.owner is None else 0,
             "instance_start_time": db.instance_start_time,
@@ -49,6 +57,7 @@ async def get_db(request: web.Request) -> web.Response:
             "props": {},
             "access_mode": db.access_mode,
             "conflict_policy": db.conflict_policy,
+            "open_conflicts": open_conflicts,
             "revs_limit": db.revs_limit,
         }
     )
@@ -90,6 +99,22 @@ async def put_revs_limit(request: web.Request) -> web.Response:
         raise BadRequest("revs_limit must be a positive integer")
     async with write_transaction(request.app[ENGINE]) as conn:
         await set_revs_limit(conn, access.db.name, limit)
+    return json_response({"ok": True})
+
+
+async def get_conflict_policy(request: web.Request) -> web.Response:
+    """``GET /{db}/_conflict_policy``: ``"manual"``, ``"merge"``, ...  (like ``_revs_limit``)."""
+    access = await open_db(request)
+    return json_response(access.db.conflict_policy)
+
+
+async def put_conflict_policy(request: web.Request) -> web.Response:
+    """``PUT /{db}/_conflict_policy`` (admins): a JSON string body, e.g. ``"server_wins"``."""
+    access = await open_db(request)
+    require_admin(access.user)
+    policy = await read_json(request)
+    async with write_transaction(request.app[ENGINE]) as conn:
+        await set_conflict_policy(conn, access.db.name, policy)
     return json_response({"ok": True})
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.access import require_write
 from gateway.dbctx import DbAccess, open_db, write_edits
 from gateway.docfetch import FetchRequest, fetch_docs
 from gateway.docjson import RenderOptions
@@ -117,6 +118,7 @@ async def _write_one(request: web.Request, access: DbAccess, edit: DocEdit) -> w
 async def put_doc(request: web.Request) -> web.Response:
     """``PUT /{db}/{docid}`` with a JSON body or ``multipart/related`` attachments."""
     access = await open_db(request)
+    require_write(access.user, access.db)  # before anything that depends on the document
     doc_id = doc_id_of(request)
     settings = request.app[SETTINGS]
     if request.content_type == "multipart/related":
@@ -138,6 +140,7 @@ async def put_doc(request: web.Request) -> web.Response:
 async def post_doc(request: web.Request) -> web.Response:
     """``POST /{db}``: create a document, generating an id when none is given."""
     access = await open_db(request)
+    require_write(access.user, access.db)
     obj = await read_json(request)
     if not isinstance(obj, dict):
         raise BadRequest("Document must be a JSON object")
@@ -148,6 +151,7 @@ async def post_doc(request: web.Request) -> web.Response:
 async def delete_doc(request: web.Request) -> web.Response:
     """``DELETE /{db}/{docid}?rev=``: write a tombstone revision."""
     access = await open_db(request)
+    require_write(access.user, access.db)
     doc_id = doc_id_of(request)
     rev = _rev_from_request(request)
     if rev is None:

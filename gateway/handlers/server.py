@@ -12,11 +12,12 @@ from gateway.auth import (
     SESSION_COOKIE,
     SESSION_TTL_SECONDS,
     authenticate,
+    check_password,
     context,
     make_session_cookie,
 )
 from gateway.jsonio import JSON, json_response, loads, query_int, read_body
-from gateway.keys import ENGINE, PASSWORD_CACHE, SETTINGS
+from gateway.keys import ENGINE, SETTINGS
 from replication import BadRequest, Unauthorized
 from replication.errors import ServiceUnavailable, UnsupportedMediaType
 from schema.databases import list_databases
@@ -96,8 +97,7 @@ async def post_session(request: web.Request) -> web.Response:
         raise Unauthorized("Name or password is incorrect.")
     async with read_transaction(request.app[ENGINE]) as conn:
         user = await find_user(conn, name)
-    if user is None or user.disabled or not request.app[PASSWORD_CACHE].check(user, password):
-        raise Unauthorized("Name or password is incorrect.")
+    user = await check_password(request, name, None if user and user.disabled else user, password)
     resp = json_response({"ok": True, "name": user.name, "roles": _roles(user)})
     resp.set_cookie(
         SESSION_COOKIE,

@@ -173,10 +173,10 @@ async def test_an_empty_batch_is_fine(alice, db):
 
 
 async def test_inspectors_cannot_bulk_write_a_readonly_database(admin, alice):
-    await admin.put("/templates?access_mode=readonly", expected_status=201)
-    err = await bulk(alice, "templates", [{"_id": "a"}], expected_status=403)
+    await admin.put("/catalog?access_mode=readonly", expected_status=201)
+    err = await bulk(alice, "catalog", [{"_id": "a"}], expected_status=403)
     assert err["error"] == "forbidden"
-    assert (await alice.get("/templates"))["update_seq"] == 0
+    assert (await alice.get("/catalog"))["update_seq"] == 0
 
 
 async def test_owned_documents_of_someone_else_are_taken_ids(admin, alice, bob):

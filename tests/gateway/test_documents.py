@@ -268,8 +268,8 @@ async def test_an_owned_database_hides_other_peoples_documents(admin, alice, bob
 
 
 async def test_inspectors_cannot_write_a_readonly_database(admin, manager, alice):
-    await admin.put("/templates?access_mode=readonly", expected_status=201)
-    await create(manager, "templates", "t1", {"v": 1})
-    assert (await alice.get("/templates/t1"))["v"] == 1
-    err = await alice.put("/templates/t2", {"v": 1}, expected_status=403)
+    await admin.put("/catalog?access_mode=readonly", expected_status=201)
+    await create(manager, "catalog", "t1", {"v": 1})
+    assert (await alice.get("/catalog/t1"))["v"] == 1
+    err = await alice.put("/catalog/t2", {"v": 1}, expected_status=403)
     assert err["error"] == "forbidden"

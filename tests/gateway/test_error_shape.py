@@ -19,7 +19,15 @@ from gateway.app import create_app
 from gateway.routes import DB, ROUTES
 from tests.helpers import Couch, basic
 
-SAMPLE = {"db": "field", "docid": "doc", "ddoc": "app", "attname": "a.txt", "localid": "cp"}
+SAMPLE = {
+    "db": "field",
+    "docid": "doc",
+    "ddoc": "app",
+    "attname": "a.txt",
+    "localid": "cp",
+    "conflict_id": "1",
+    "inspection_id": "5f0c2f4e-8a7b-4c1d-9e2f-3a4b5c6d7e8f",
+}
 LONG_ID = "x" * 1001
 # A valid body for every route that reads one; None means the route reads no body.
 BODIES: dict[tuple[str, str], Any] = {
@@ -34,6 +42,10 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", DB + "/_revs_diff"): {},
     ("POST", DB + "/_all_docs"): {"keys": []},
     ("PUT", DB + "/_revs_limit"): 5,
+    ("PUT", DB + "/_conflict_policy"): "merge",
+    ("POST", "/api/v1/conflicts/{conflict_id}/resolve"): {"strategy": "merge"},
+    ("POST", "/api/v1/inspections"): {"title": "x"},
+    ("POST", "/api/v1/sync/batch"): {"operations": []},
     ("PUT", DB + "/_local/{localid}"): {"v": 1},
     ("PUT", DB + "/_design/{ddoc}"): {"v": 1},
     ("PUT", DB + "/{docid}"): {"v": 1},

@@ -104,6 +104,6 @@ async def test_an_id_in_the_body_must_match_the_url(alice, db):
 
 
 async def test_readonly_databases_still_take_checkpoints(admin, alice):
-    await admin.put("/templates?access_mode=readonly", expected_status=201)
-    made = await put_local(alice, "templates", "cp", {"last_seq": 1})
+    await admin.put("/catalog?access_mode=readonly", expected_status=201)
+    made = await put_local(alice, "catalog", "cp", {"last_seq": 1})
     assert made["rev"] == "0-1"

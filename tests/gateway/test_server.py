@@ -17,7 +17,15 @@ PUBLIC = {
     ("POST", "/api/v1/auth/login"),  # credentials are the body
     ("POST", "/api/v1/auth/refresh"),  # the refresh token is the body
 }
-SAMPLE = {"db": "field", "docid": "doc", "ddoc": "app", "attname": "a.txt", "localid": "cp"}
+SAMPLE = {
+    "db": "field",
+    "docid": "doc",
+    "ddoc": "app",
+    "attname": "a.txt",
+    "localid": "cp",
+    "conflict_id": "1",
+    "inspection_id": "5f0c2f4e-8a7b-4c1d-9e2f-3a4b5c6d7e8f",
+}
 
 
 def concrete(path: str) -> str:
@@ -51,7 +59,7 @@ async def test_health_probes_need_no_auth(anon):
 async def test_all_dbs_lists_databases_sorted(admin, alice):
     for name in ("zeta", "alpha"):
         await admin.put(f"/{name}", expected_status=201)
-    assert await alice.get("/_all_dbs") == ["alpha", "zeta"]
+    assert await alice.get("/_all_dbs") == ["alpha", "inspections", "templates", "zeta"]
 
 
 async def test_uuids_are_unique_and_counted(alice):
@@ -147,7 +155,13 @@ async def test_invalid_database_names_and_modes_are_refused(admin):
     await admin.put("/Upper", expected_status=400)
     await admin.put("/9lives", expected_status=400)
     await admin.put("/ok?access_mode=open", expected_status=400)
-    assert await admin.get("/_all_dbs") == []
+    await admin.put("/ok?conflict_policy=sometimes", expected_status=400)
+    assert await admin.get("/_all_dbs") == ["inspections", "templates"]  # made at start-up
+
+
+async def test_the_rest_databases_exist_from_the_start_with_their_modes(admin):
+    assert (await admin.get("/inspections"))["access_mode"] == "owned"
+    assert (await admin.get("/templates"))["access_mode"] == "readonly"
 
 
 async def test_database_info_counts_documents(alice, db):
@@ -222,8 +236,8 @@ async def test_security_shows_the_access_mode(admin, alice, db):
     sec = await alice.get(f"/{db}/_security")
     assert sec["access_mode"] == "shared"
     assert "inspector" in sec["members"]["roles"]
-    await admin.put("/templates?access_mode=readonly", expected_status=201)
-    sec = await alice.get("/templates/_security")
+    await admin.put("/catalog?access_mode=readonly", expected_status=201)
+    sec = await alice.get("/catalog/_security")
     assert sec["access_mode"] == "readonly" and "inspector" not in sec["members"]["roles"]
 
 

@@ -1,0 +1,281 @@
+"""ConflictRecords in the database: kept in step with the revision trees, listed, read.
+
+``sync_records`` runs inside the write transaction of every batch that touches a document
+with two or more live leaves (before or after), so a record exists exactly when its
+conflict does (``replication.conflicts.plan_records``).  Bodies are copied into the
+record when it is opened or moved, so a record stays readable (and mergeable) even after
+compaction or stemming drops the revisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from replication import NotFound, winning_rev
+from replication.compaction import common_ancestor
+from replication.conflicts import OpenRecord, RecordPlan, plan_records
+from schema.batch import Touched
+from schema.databases import Database
+from schema.reads import get_revisions
+from schema.tables import conflicts, databases, users
+
+OPEN = "open"
+STATUSES = ("open", "resolved", "auto_resolved")
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """How records closed by a write are marked (a resolution, or a replicated edit)."""
+
+    status: str = "resolved"
+    strategy: str = "replicated"
+    user_id: int | None = None
+
+
+async def sync_records(
+    conn: AsyncConnection,
+    db: Database,
+    touched: Sequence[Touched],
+    *,
+    user_id: int | None,
+    device: str | None,
+    closing: Closing,
+) -> list[int]:
+    """Open, move and close the records of ``touched`` documents; return the opened ids."""
+    by_doc = {t.doc_id: t for t in touched}
+    c = conflicts.c
+    query = select(c.id, c.doc_id, c.mine_rev, c.theirs_rev, c.status).where(
+        c.db_id == db.id, c.doc_id.in_(list(by_doc))
+    )
+    rows = (await conn.execute(query)).all()
+    known: dict[tuple[str, str], int] = {}  # (doc_id, mine_rev) of every record, any status
+    open_by_doc: dict[str, list[OpenRecord]] = {}
+    for rid, doc_id, mine, theirs, status in rows:
+        if mine is not None:
+            known[(doc_id, mine)] = rid
+        if status == OPEN:
+            open_by_doc.setdefault(doc_id, []).append(OpenRecord(rid, mine, theirs))
+    plans = {
+        doc_id: plan_records(t.tree, open_by_doc.get(doc_id, []), t.incoming)
+        for doc_id, t in by_doc.items()
+    }
+    await _close(conn, db, plans, by_doc, closing)
+    return await _open_and_move(conn, db, plans, by_doc, known, user_id, device)
+
+
+async def _close(
+    conn: AsyncConnection,
+    db: Database,
+    plans: dict[str, RecordPlan],
+    by_doc: dict[str, Touched],
+    closing: Closing,
+) -> None:
+    for doc_id, plan in plans.items():
+        if not plan.close:
+            continue
+        await conn.execute(
+            update(conflicts)
+            .where(conflicts.c.id.in_(plan.close), conflicts.c.status == OPEN)
+            .values(
+                status=closing.status,
+                strategy=closing.strategy,
+                resolved_by=closing.user_id,
+                resolved_rev=winning_rev(by_doc[doc_id].tree).rev,
+                resolved_at=func.now(),
+                updated_at=func.now(),
+            )
+        )
+
+
+async def _open_and_move(
+    conn: AsyncConnection,
+    db: Database,
+    plans: dict[str, RecordPlan],
+    by_doc: dict[str, Touched],
+    known: dict[tuple[str, str], int],
+    user_id: int | None,
+    device: str | None,
+) -> list[int]:
+    pairs: list[tuple[str, str, str, int | None]] = []  # doc_id, mine, theirs, existing id
+    for doc_id, plan in plans.items():
+        pairs.extend((doc_id, m, t, known.get((doc_id, m))) for m, t in plan.create)
+        pairs.extend((doc_id, m, t, rid) for rid, m, t in plan.move)
+    if not pairs:
+        return []
+    ancestors = {
+        (doc_id, m, t): common_ancestor(by_doc[doc_id].tree, m, t) for doc_id, m, t, _ in pairs
+    }
+    wanted = [(d, r) for d, m, t, _ in pairs for r in (m, t, ancestors[(d, m, t)]) if r]
+    bodies = {key: row.body for key, row in (await get_revisions(conn, db.id, wanted)).items()}
+    opened: list[int] = []
+    for doc_id, mine, theirs, existing in pairs:
+        ancestor = ancestors[(doc_id, mine, theirs)]
+        values = {
+            "mine_rev": mine,
+            "mine_body": bodies.get((doc_id, mine)),
+            "theirs_rev": theirs,
+            "theirs_body": bodies.get((doc_id, theirs)),
+            "ancestor_rev": ancestor,
+            "ancestor_body": bodies.get((doc_id, ancestor)) if ancestor else None,
+            "updated_at": func.now(),
+        }
+        is_create = any(m == mine and t == theirs for m, t in plans[doc_id].create)
+        if is_create:
+            values.update(
+                status=OPEN, strategy=None, resolved_by=None, resolved_rev=None,
+                resolved_at=None, pushed_by=user_id, device=device,
+            )  # fmt: skip
+        if existing is None:
+            rid = (
+                await conn.execute(
+                    insert(conflicts)
+                    .values(db_id=db.id, doc_id=doc_id, owner_id=by_doc[doc_id].owner_id, **values)
+                    .returning(conflicts.c.id)
+                )
+            ).scalar_one()
+        else:  # a branch recorded before (and since closed) conflicts again: reopen it
+            rid = existing
+            await conn.execute(update(conflicts).where(conflicts.c.id == rid).values(**values))
+        if is_create:
+            opened.append(rid)
+    return opened
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictRecord:
+    id: int
+    db: str
+    db_id: int
+    doc_id: str
+    owner_id: int | None
+    status: str
+    strategy: str | None
+    mine_rev: str | None
+    mine_body: bytes | None
+    theirs_rev: str
+    theirs_body: bytes | None
+    ancestor_rev: str | None
+    ancestor_body: bytes | None
+    pushed_by: str | None
+    device: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    resolved_by: str | None
+    resolved_rev: str | None
+    resolved_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "db": self.db,
+            "doc_id": self.doc_id,
+            "status": self.status,
+            "strategy": self.strategy,
+            "mine": {"rev": self.mine_rev, "body": _body(self.mine_body)},
+            "theirs": {"rev": self.theirs_rev, "body": _body(self.theirs_body)},
+            "ancestor": {"rev": self.ancestor_rev, "body": _body(self.ancestor_body)},
+            "pushed_by": self.pushed_by,
+            "device": self.device,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "resolved_by": self.resolved_by,
+            "resolved_rev": self.resolved_rev,
+            "resolved_at": _iso(self.resolved_at),
+        }
+
+
+def _body(raw: bytes | None) -> Any:
+    return None if raw is None else orjson.loads(raw)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # SQLite keeps UTC without an offset
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()
+
+
+def _select() -> Select[Any]:
+    pusher = users.alias("pusher")
+    resolver = users.alias("resolver")
+    c = conflicts.c
+    return select(
+        c.id, databases.c.name, c.db_id, c.doc_id, c.owner_id, c.status, c.strategy,
+        c.mine_rev, c.mine_body, c.theirs_rev, c.theirs_body, c.ancestor_rev, c.ancestor_body,
+        pusher.c.name, c.device, c.created_at, c.updated_at, resolver.c.name, c.resolved_rev,
+        c.resolved_at,
+    ).select_from(
+        conflicts.join(databases, databases.c.id == c.db_id)
+        .outerjoin(pusher, pusher.c.id == c.pushed_by)
+        .outerjoin(resolver, resolver.c.id == c.resolved_by)
+    )  # fmt: skip
+
+
+async def get_conflict(conn: AsyncConnection, record_id: int) -> ConflictRecord:
+    """One record by id, or ``NotFound``."""
+    row = (await conn.execute(_select().where(conflicts.c.id == record_id))).first()
+    if row is None:
+        raise NotFound("No such conflict.")
+    return ConflictRecord(*row)
+
+
+async def list_conflicts(
+    conn: AsyncConnection,
+    *,
+    db: str | None = None,
+    status: str | None = None,
+    doc_id: str | None = None,
+    owner: int | None = None,
+    after_id: int = 0,
+    limit: int = 50,
+) -> list[ConflictRecord]:
+    """Records in id order after ``after_id`` (keyset pagination), filtered; ``owner``
+    restricts to documents that user owns."""
+    stmt = _select().where(conflicts.c.id > after_id)
+    if db is not None:
+        stmt = stmt.where(databases.c.name == db)
+    if status is not None:
+        stmt = stmt.where(conflicts.c.status == status)
+    if doc_id is not None:
+        stmt = stmt.where(conflicts.c.doc_id == doc_id)
+    if owner is not None:
+        stmt = stmt.where(conflicts.c.owner_id == owner)
+    rows = await conn.execute(stmt.order_by(conflicts.c.id).limit(limit))
+    return [ConflictRecord(*row) for row in rows]
+
+
+async def count_open(conn: AsyncConnection, db_id: int, owner: int | None = None) -> int:
+    """Open records of a database (of one owner's documents when ``owner`` is set)."""
+    cond = and_(conflicts.c.db_id == db_id, conflicts.c.status == OPEN)
+    if owner is not None:
+        cond = and_(cond, conflicts.c.owner_id == owner)
+    return (await conn.execute(select(func.count()).where(cond))).scalar_one()
+
+
+async def mark_resolved(
+    conn: AsyncConnection, record_id: int, closing: Closing, resolved_rev: str
+) -> None:
+    """Close one record (those the tree no longer ties to a branch are closed here)."""
+    await conn.execute(
+        update(conflicts)
+        .where(conflicts.c.id == record_id, conflicts.c.status == OPEN)
+        .values(
+            status=closing.status,
+            strategy=closing.strategy,
+            resolved_by=closing.user_id,
+            resolved_rev=resolved_rev,
+            resolved_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
