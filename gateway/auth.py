@@ -154,23 +154,35 @@ def parse_basic(header: str) -> tuple[str, str]:
 def make_session_cookie(secret: str, user: User) -> str:
     """Return a signed session token for ``user``."""
     now = int(time.time())
-    claims = {"sub": user.name, "iat": now, "exp": now + SESSION_TTL_SECONDS, "typ": "session"}
+    claims = {
+        "sub": user.name,
+        "uid": user.id,
+        "iat": now,
+        "exp": now + SESSION_TTL_SECONDS,
+        "typ": "session",
+    }
     return jwt.encode(claims, secret, algorithm=SESSION_ALGORITHM)
 
 
-def read_session_cookie(secret: str, token: str) -> str:
-    """Return the user name of a valid session token, or raise ``Unauthorized``."""
+def read_session_cookie(secret: str, token: str) -> tuple[str, int]:
+    """Return (user name, user id) of a valid session token, or raise ``Unauthorized``."""
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[SESSION_ALGORITHM], options={"require": ["exp", "sub"]}
+            token,
+            secret,
+            algorithms=[SESSION_ALGORITHM],
+            options={"require": ["exp", "sub", "uid"]},
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("Session expired.") from exc
     except jwt.InvalidTokenError as exc:
         raise Unauthorized("Invalid session.") from exc
+    uid = claims.get("uid")
     if claims.get("typ") != "session" or not isinstance(claims.get("sub"), str):
         raise Unauthorized("Invalid session.")
-    return claims["sub"]
+    if not isinstance(uid, int) or isinstance(uid, bool):
+        raise Unauthorized("Invalid session.")
+    return claims["sub"], uid
 
 
 async def authenticate(request: web.Request) -> RequestContext | None:
@@ -184,16 +196,16 @@ async def authenticate(request: web.Request) -> RequestContext | None:
     if header[:7].lower() == "bearer ":
         claims = read_access_token(settings.secret_key, header[7:].strip())
         user = await _load_user(request, claims.name, jti=claims.jti)
-        if user is None:
+        if user is None or user.id != claims.uid:  # a re-created name is another account
             raise Unauthorized("Invalid access token.")
         return RequestContext(user, "bearer", claims)
     if header:
         raise Unauthorized("Unsupported authorization scheme.")
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        name = read_session_cookie(settings.secret_key, cookie)
+        name, uid = read_session_cookie(settings.secret_key, cookie)
         user = await _load_user(request, name)
-        if user is None:
+        if user is None or user.id != uid:
             raise Unauthorized("Invalid session.")
         return RequestContext(user, "cookie")
     return None

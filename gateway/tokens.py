@@ -29,6 +29,7 @@ class AccessClaims:
     name: str
     jti: str
     expires_at: int
+    uid: int  # the account the token was issued to (a re-created name is another account)
 
 
 def make_access_token(secret: str, user: User, ttl_seconds: int) -> tuple[str, AccessClaims]:
@@ -45,7 +46,7 @@ def make_access_token(secret: str, user: User, ttl_seconds: int) -> tuple[str, A
         "iss": ISSUER,
     }
     token = jwt.encode(claims, secret, algorithm=ALGORITHM)
-    return token, AccessClaims(user.name, claims["jti"], claims["exp"])
+    return token, AccessClaims(user.name, claims["jti"], claims["exp"], user.id)
 
 
 def read_access_token(secret: str, token: str) -> AccessClaims:
@@ -56,7 +57,7 @@ def read_access_token(secret: str, token: str) -> AccessClaims:
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "jti", "iss"]},
+            options={"require": ["exp", "iat", "sub", "jti", "iss", "uid"]},
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized(EXPIRED_REASON) from exc
@@ -66,4 +67,7 @@ def read_access_token(secret: str, token: str) -> AccessClaims:
         raise Unauthorized("Invalid access token.")
     if not isinstance(claims.get("jti"), str) or "\x00" in claims["sub"]:
         raise Unauthorized("Invalid access token.")
-    return AccessClaims(claims["sub"], claims["jti"], int(claims["exp"]))
+    uid = claims.get("uid")
+    if not isinstance(uid, int) or isinstance(uid, bool):
+        raise Unauthorized("Invalid access token.")
+    return AccessClaims(claims["sub"], claims["jti"], int(claims["exp"]), uid)

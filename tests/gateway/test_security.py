@@ -27,6 +27,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
+from gateway.auth import make_session_cookie
 from gateway.tokens import ISSUER, make_access_token
 from schema.tables import databases, documents, local_docs, revisions
 from schema.tables import users as users_table
@@ -55,6 +56,9 @@ def hmac_signed(header: dict[str, Any], claims: dict[str, Any], key: bytes) -> s
     return f"{unsigned}.{b64(signature)}"
 
 
+USER_IDS = {"admin": 1, "manager": 2, "alice": 3, "bob": 4}  # conftest order
+
+
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     base = {
@@ -66,7 +70,9 @@ def claims(**overrides: Any) -> dict[str, Any]:
         "typ": "access",
         "iss": ISSUER,
     }
-    return {**base, **overrides}
+    merged = {**base, **overrides}
+    merged.setdefault("uid", USER_IDS.get(merged["sub"], 0))  # the fixtures' user ids
+    return merged
 
 
 def rsa_key() -> rsa.RSAPrivateKey:
@@ -253,21 +259,24 @@ async def test_the_token_of_a_deleted_user_is_refused(
         assert await call(client, "GET", path, headers=bearer(token)) == (401, INVALID)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/auth.py finds the caller by the token's `sub` (a name) and ignores its "
-    "`uid`: a new account that reuses a deleted user's name inherits the old tokens",
-)
 async def test_a_token_does_not_pass_to_a_new_account_with_the_same_name(
     client: Any, engine: AsyncEngine, password_hash: str
 ) -> None:
-    token, _ = make_access_token(SECRET, await user_row(engine, "alice"), 600)
+    old = await user_row(engine, "alice")
+    token, _ = make_access_token(SECRET, old, 600)
+    cookie = make_session_cookie(SECRET, old)
     async with engine.begin() as conn:
         await conn.execute(delete(users_table).where(users_table.c.name == "alice"))
         await conn.execute(
             insert(users_table).values(name="alice", role="admin", password_hash=password_hash)
         )
     assert (await call(client, "GET", "/api/v1/auth/me", headers=bearer(token)))[0] == 401
+    by_cookie = await call(
+        client, "GET", "/api/v1/auth/me", headers={"Cookie": f"AuthSession={cookie}"}
+    )
+    assert by_cookie[0] == 401
+    fresh, _ = make_access_token(SECRET, await user_row(engine, "alice"), 600)
+    assert (await call(client, "GET", "/api/v1/auth/me", headers=bearer(fresh)))[0] == 200
 
 
 async def test_a_disabled_user_is_refused_by_token_basic_and_cookie(

@@ -118,6 +118,9 @@ def _forge(claims: dict[str, Any], key: str = SECRET, algorithm: str = ALGORITHM
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
+USER_IDS = {"admin": 1, "manager": 2, "alice": 3, "bob": 4}  # conftest order
+
+
 def _claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     base = {
@@ -128,7 +131,9 @@ def _claims(**overrides: Any) -> dict[str, Any]:
         "typ": "access",
         "iss": ISSUER,
     }
-    return {**base, **overrides}
+    merged = {**base, **overrides}
+    merged.setdefault("uid", USER_IDS.get(merged["sub"], 0))  # the fixtures' user ids
+    return merged
 
 
 def _alg_none(claims: dict[str, Any]) -> str:
