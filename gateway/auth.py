@@ -49,6 +49,8 @@ PUBLIC_ROUTES = {
     ("DELETE", "/_session"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/refresh"),
+    ("GET", "/api/v1/openapi.json"),
+    ("HEAD", "/api/v1/openapi.json"),
 }
 PUBLIC_PREFIXES = ("/healthz", "/readyz")
 

@@ -18,6 +18,7 @@ from gateway.handlers import (
     local,
     server,
 )
+from gateway.openapi import openapi_handler
 
 DB = "/{db:[^/_][^/]*}"
 
@@ -36,6 +37,7 @@ ROUTES: list[tuple[str, str, object]] = [
     ("GET", "/api/v1/auth/me", api_auth.me),
     ("GET", "/api/v1/checkpoints", checkpoints.list_handler),
     ("DELETE", "/api/v1/checkpoints", checkpoints.reset_handler),
+    ("GET", "/api/v1/openapi.json", openapi_handler),
     ("GET", "/api/v1/inspections", inspections.list_handler),
     ("POST", "/api/v1/inspections", inspections.create_handler),
     ("GET", "/api/v1/inspections/{inspection_id}", inspections.get_handler),

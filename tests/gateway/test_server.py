@@ -16,6 +16,7 @@ PUBLIC = {
     ("DELETE", "/_session"),
     ("POST", "/api/v1/auth/login"),  # credentials are the body
     ("POST", "/api/v1/auth/refresh"),  # the refresh token is the body
+    ("GET", "/api/v1/openapi.json"),  # the API description
 }
 SAMPLE = {
     "db": "field",
@@ -25,6 +26,7 @@ SAMPLE = {
     "localid": "cp",
     "conflict_id": "1",
     "inspection_id": "5f0c2f4e-8a7b-4c1d-9e2f-3a4b5c6d7e8f",
+    "template_id": "0b6e7d2a-3c4f-4e5a-9b8c-7d6e5f4a3b2c",
 }
 
 

@@ -1,0 +1,277 @@
+"""``GET /api/v1/openapi.json``: the OpenAPI 3.1 description of every ``/api/v1/`` route.
+
+Operations are declared in one table (``OPERATIONS``); a test checks it covers every
+``/api/v1/`` route of ``gateway.routes`` and nothing else.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+ERROR = ref("Error")
+STR: Schema = {"type": "string"}
+INT: Schema = {"type": "integer"}
+OBJ: Schema = {"type": "object"}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "reason"],
+        "properties": {"error": STR, "reason": STR},
+        "description": "CouchDB-shaped error; a merge refusal adds `fields`, a stale version "
+        "adds `conflict_id` and `current`.",
+    },
+    "Tokens": {
+        "type": "object",
+        "properties": {
+            "access_token": STR,
+            "refresh_token": STR,
+            "token_type": {"const": "bearer"},
+            "expires_in": INT,
+        },
+    },
+    "InspectionFields": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "template_id": STR,
+            "title": STR,
+            "site": {},
+            "status": {"enum": ["draft", "submitted", "approved", "rejected"]},
+            "responses": OBJ,
+            "submitted_at": {"type": ["string", "null"]},
+        },
+    },
+    "Inspection": {
+        "allOf": [
+            ref("InspectionFields"),
+            {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "version": INT,
+                    "rev": STR,
+                    "inspector": STR,
+                    "created_at": STR,
+                    "updated_at": STR,
+                },
+            },
+        ]
+    },
+    "Operation": {
+        "type": "object",
+        "required": ["op"],
+        "properties": {
+            "op": {"enum": ["create", "update", "delete"]},
+            "id": STR,
+            "version": INT,
+            "data": ref("InspectionFields"),
+        },
+    },
+    "OperationResult": {
+        "type": "object",
+        "properties": {
+            "index": INT,
+            "status": INT,
+            "outcome": {"enum": ["created", "updated", "deleted", "conflict", "error"]},
+            "id": {"type": ["string", "null"]},
+            "version": {"type": ["integer", "null"]},
+            "error": STR,
+            "reason": STR,
+            "conflict_id": INT,
+            "current": ref("Inspection"),
+        },
+    },
+    "ConflictRecord": {
+        "type": "object",
+        "properties": {
+            "id": INT,
+            "db": STR,
+            "doc_id": STR,
+            "status": {"enum": ["open", "resolved", "auto_resolved"]},
+            "strategy": {"type": ["string", "null"]},
+            "mine": OBJ,
+            "theirs": OBJ,
+            "ancestor": OBJ,
+            "pushed_by": {"type": ["string", "null"]},
+            "device": {"type": ["string", "null"]},
+            "created_at": STR,
+            "resolved_by": {"type": ["string", "null"]},
+            "resolved_rev": {"type": ["string", "null"]},
+            "resolved_at": {"type": ["string", "null"]},
+        },
+    },
+    "Checkpoint": {
+        "type": "object",
+        "properties": {
+            "user": STR,
+            "db": STR,
+            "id": STR,
+            "seq": {"type": ["integer", "null"]},
+            "db_seq": INT,
+            "lag": {"type": ["integer", "null"]},
+            "updated_at": STR,
+        },
+    },
+}
+
+
+def _body(schema: Schema) -> Schema:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _answer(status: int, description: str, schema: Schema | None = None) -> tuple[str, Schema]:
+    out: Schema = {"description": description}
+    if schema is not None:
+        out["content"] = {"application/json": {"schema": schema}}
+    return str(status), out
+
+
+def _q(name: str, schema: Schema = STR, description: str = "") -> Schema:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
+def _list_of(item: Schema) -> Schema:
+    return {
+        "type": "object",
+        "properties": {
+            "results": {"type": "array", "items": item},
+            "next": {"type": ["string", "null"]},
+        },
+    }
+
+
+IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "schema": STR,
+    "description": "Replays of the same key and body return the stored answer; another body "
+    "is 422. Keys are per user and expire after 24 h.",
+}
+COMMON_ERRORS = dict(
+    [_answer(400, "bad input", ERROR), _answer(401, "not authenticated", ERROR)]
+)  # fmt: skip
+
+# (method, path, summary, parameters, request body, answers)
+OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None, dict[str, Schema]]] = [
+    ("post", "/api/v1/auth/login", "Log in: an access and a refresh token", [],
+     _body({"type": "object", "required": ["username", "password"],
+            "properties": {"username": STR, "password": STR}}),
+     dict([_answer(200, "tokens", ref("Tokens")), _answer(429, "too many failures", ERROR)])),
+    ("post", "/api/v1/auth/refresh", "Rotate a refresh token (reuse revokes its family)", [],
+     _body({"type": "object", "required": ["refresh_token"],
+            "properties": {"refresh_token": STR}}),
+     dict([_answer(200, "tokens", ref("Tokens"))])),
+    ("post", "/api/v1/auth/logout", "Revoke the access token and a refresh family", [],
+     None, dict([_answer(200, "logged out")])),
+    ("get", "/api/v1/auth/me", "The caller", [], None, dict([_answer(200, "user", OBJ)])),
+    ("get", "/api/v1/checkpoints", "The checkpoint registry (staff)",
+     [_q("user"), _q("db")], None,
+     dict([_answer(200, "checkpoints", _list_of(ref("Checkpoint")))])),
+    ("delete", "/api/v1/checkpoints", "Delete or rewind a user's checkpoints (admins)",
+     [_q("user", description="required"), _q("db"), _q("id"), _q("to_seq", INT),
+      _q("dry_run", {"type": "boolean"})], None,
+     dict([_answer(200, "what changed", OBJ), _answer(404, "no such user", ERROR)])),
+    ("get", "/api/v1/inspections", "List inspections (the caller's, or all for staff)",
+     [_q("status"), _q("template_id"), _q("inspector"), _q("limit", INT), _q("cursor")], None,
+     dict([_answer(200, "a page", _list_of(ref("Inspection")))])),
+    ("post", "/api/v1/inspections", "Create an inspection", [IDEMPOTENCY],
+     _body({"allOf": [ref("InspectionFields"),
+                      {"type": "object", "properties": {"id": {"format": "uuid", **STR}}}]}),
+     dict([_answer(201, "created", ref("Inspection")), _answer(409, "id taken", ERROR),
+           _answer(403, "workflow", ERROR)])),
+    ("get", "/api/v1/inspections/{inspection_id}", "Read an inspection", [], None,
+     dict([_answer(200, "the inspection", ref("Inspection")), _answer(404, "missing", ERROR)])),
+    ("patch", "/api/v1/inspections/{inspection_id}", "Update with the current version",
+     [IDEMPOTENCY],
+     _body({"allOf": [ref("InspectionFields"),
+                      {"type": "object", "required": ["version"],
+                       "properties": {"version": INT}}]}),
+     dict([_answer(200, "updated", ref("Inspection")),
+           _answer(409, "stale version: the server's copy and a conflict_id", ERROR),
+           _answer(403, "workflow", ERROR), _answer(404, "missing", ERROR)])),
+    ("delete", "/api/v1/inspections/{inspection_id}", "Soft delete (a tombstone)",
+     [_q("version", INT, "required"), IDEMPOTENCY], None,
+     dict([_answer(200, "deleted", OBJ), _answer(409, "stale version", ERROR)])),
+    ("post", "/api/v1/sync/batch", "Up to 100 operations, each applied on its own",
+     [IDEMPOTENCY],
+     _body({"type": "object", "required": ["operations"],
+            "properties": {"operations": {"type": "array", "maxItems": 100,
+                                          "items": ref("Operation")}}}),
+     dict([_answer(207, "one result per operation",
+                   {"type": "object", "properties": {
+                       "results": {"type": "array", "items": ref("OperationResult")}}}),
+           _answer(413, "more than 100 operations", ERROR)])),
+    ("get", "/api/v1/sync/changes", "The caller's inspection changes",
+     [_q("since", INT), _q("limit", INT)], None,
+     dict([_answer(200, "changes", {"type": "object", "properties": {
+         "results": {"type": "array", "items": OBJ}, "last_seq": INT,
+         "has_more": {"type": "boolean"}}})])),
+    ("get", "/api/v1/conflicts", "List ConflictRecords",
+     [_q("db"), _q("status"), _q("doc_id"), _q("limit", INT), _q("cursor")], None,
+     dict([_answer(200, "a page", _list_of(ref("ConflictRecord")))])),
+    ("get", "/api/v1/conflicts/{conflict_id}", "Read a ConflictRecord", [], None,
+     dict([_answer(200, "the record", ref("ConflictRecord")), _answer(404, "missing", ERROR)])),
+    ("post", "/api/v1/conflicts/{conflict_id}/resolve", "Resolve a ConflictRecord",
+     [IDEMPOTENCY],
+     _body({"type": "object", "required": ["strategy"],
+            "properties": {"strategy": {"enum": ["keep_mine", "keep_theirs", "merge"]},
+                           "body": OBJ}}),
+     dict([_answer(200, "resolved; `rev` is the document's new revision",
+                   ref("ConflictRecord")),
+           _answer(409, "already resolved, or a merge with clashing `fields`", ERROR)])),
+    ("get", "/api/v1/openapi.json", "This document", [], None,
+     dict([_answer(200, "OpenAPI 3.1", OBJ)])),
+]  # fmt: skip
+
+
+def _path_params(path: str) -> list[Schema]:
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    return [{"name": n, "in": "path", "required": True, "schema": STR} for n in names]
+
+
+@cache
+def document() -> bytes:
+    """The OpenAPI document, serialized once."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, summary, params, body, answers in OPERATIONS:
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "parameters": _path_params(path) + params,
+            "responses": {**answers, **COMMON_ERRORS},
+        }
+        if body is not None:
+            operation["requestBody"] = body
+        if path.startswith("/api/v1/auth/login") or path.startswith("/api/v1/auth/refresh"):
+            operation["security"] = []
+        paths.setdefault(path, {})[method] = operation
+    doc = {
+        "openapi": "3.1.0",
+        "info": {"title": "Replication gateway field API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "basic": {"type": "http", "scheme": "basic"},
+            },
+        },
+        "security": [{"bearer": []}, {"basic": []}],
+    }
+    return orjson.dumps(doc)
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    """``GET /api/v1/openapi.json`` (public)."""
+    return web.Response(body=document(), content_type="application/json")
