@@ -15,6 +15,7 @@ import logging
 
 log = logging.getLogger("gateway.notifier")
 CHANNEL_PREFIX = "gateway:db:"
+ANY = "*"  # the event of "any database changed" (no database can be named "*")
 
 
 class FeedNotifier:
@@ -34,9 +35,10 @@ class FeedNotifier:
         return event
 
     def _wake(self, db: str) -> None:
-        event = self._events.pop(db, None)
-        if event is not None:
-            event.set()
+        for key in (db, ANY):
+            event = self._events.pop(key, None)
+            if event is not None:
+                event.set()
 
     async def notify(self, db: str) -> None:
         """Wake local listeners of ``db`` and publish the change to other instances."""

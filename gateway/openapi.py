@@ -231,6 +231,11 @@ OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None, dict[str, Sch
      dict([_answer(200, "resolved; `rev` is the document's new revision",
                    ref("ConflictRecord")),
            _answer(409, "already resolved, or a merge with clashing `fields`", ERROR)])),
+    ("get", "/api/v1/activity", "What changed where and by whom, across databases (staff)",
+     [_q("since", description="the token of the previous answer"), _q("limit", INT),
+      _q("feed", {"enum": ["normal", "longpoll"]}), _q("timeout", INT)], None,
+     dict([_answer(200, "changes and the next `since` token", {"type": "object", "properties": {
+         "results": {"type": "array", "items": OBJ}, "since": STR}})])),
     ("get", "/api/v1/openapi.json", "This document", [], None,
      dict([_answer(200, "OpenAPI 3.1", OBJ)])),
 ]  # fmt: skip

@@ -17,6 +17,7 @@ from gateway.handlers import (
     inspections,
     local,
     server,
+    updates,
 )
 from gateway.openapi import openapi_handler
 
@@ -28,6 +29,7 @@ ROUTES: list[tuple[str, str, object]] = [
     ("GET", "/readyz", server.readyz),
     ("GET", "/_all_dbs", server.all_dbs),
     ("GET", "/_uuids", server.uuids),
+    ("GET", "/_db_updates", updates.db_updates_handler),
     ("GET", "/_session", server.get_session),
     ("POST", "/_session", server.post_session),
     ("DELETE", "/_session", server.delete_session),
@@ -38,6 +40,7 @@ ROUTES: list[tuple[str, str, object]] = [
     ("GET", "/api/v1/checkpoints", checkpoints.list_handler),
     ("DELETE", "/api/v1/checkpoints", checkpoints.reset_handler),
     ("GET", "/api/v1/openapi.json", openapi_handler),
+    ("GET", "/api/v1/activity", updates.activity_handler),
     ("GET", "/api/v1/inspections", inspections.list_handler),
     ("POST", "/api/v1/inspections", inspections.create_handler),
     ("GET", "/api/v1/inspections/{inspection_id}", inspections.get_handler),

@@ -79,6 +79,7 @@ class Batch:
     attachments: dict[str, bytes] = field(default_factory=dict)
     dropped: list[tuple[str, str]] = field(default_factory=list)
     touched: list[Touched] = field(default_factory=list)  # documents with conflicts to record
+    author: int | None = None  # the writing user (documents.updated_by)
     doc_delta: int = 0
     del_delta: int = 0
 
@@ -97,7 +98,7 @@ def plan_batch(
     With ``owner_scope`` set, documents owned by someone else are treated as taken ids
     (a per-document ``conflict``), never revealed or changed.
     """
-    batch = Batch()
+    batch = Batch(author=user_id)
     current = {doc_id: state.tree for doc_id, state in states.items()}
     order: dict[str, None] = {}
     incoming: dict[str, set[str]] = {}

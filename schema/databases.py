@@ -5,8 +5,19 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,15 +63,34 @@ _SELECT_BY_NAME = select(*DATABASE_COLUMNS).where(
     databases.c.name == bindparam("name", type_=String)
 )
 _LOCK_BY_NAME = _SELECT_BY_NAME.with_for_update()
-_ADVANCE = (
-    update(databases)
-    .where(databases.c.id == bindparam("db", type_=Integer))
-    .values(
-        update_seq=databases.c.update_seq + bindparam("seqs", type_=BigInteger),
-        doc_count=databases.c.doc_count + bindparam("docs", type_=BigInteger),
-        doc_del_count=databases.c.doc_del_count + bindparam("dels", type_=BigInteger),
+
+
+def next_change_seq(sqlite: bool) -> Any:
+    """The next server-wide change number: a sequence on PostgreSQL; on SQLite (one writer
+    at a time) the highest so far plus one."""
+    if sqlite:
+        return (
+            select(func.coalesce(func.max(databases.c.change_seq), 0) + 1)
+            .select_from(databases)
+            .scalar_subquery()
+        )
+    return func.nextval("gateway_change_seq")
+
+
+def _advance(sqlite: bool) -> Any:
+    return (
+        update(databases)
+        .where(databases.c.id == bindparam("db", type_=Integer))
+        .values(
+            update_seq=databases.c.update_seq + bindparam("seqs", type_=BigInteger),
+            doc_count=databases.c.doc_count + bindparam("docs", type_=BigInteger),
+            doc_del_count=databases.c.doc_del_count + bindparam("dels", type_=BigInteger),
+            change_seq=next_change_seq(sqlite),
+        )
     )
-)
+
+
+_ADVANCE = {True: _advance(True), False: _advance(False)}
 
 
 def validate_db_name(name: str) -> str:
@@ -99,6 +129,7 @@ async def create_database(
                     name=name,
                     access_mode=access_mode,
                     conflict_policy=conflict_policy,
+                    change_seq=next_change_seq(is_sqlite(conn)),
                     instance_start_time=str(int(time.time() * 1_000_000)),
                 )
             )
@@ -144,7 +175,10 @@ async def advance_database(
     conn: AsyncConnection, db: Database, *, seqs: int, doc_delta: int, del_delta: int
 ) -> None:
     """Record ``seqs`` new changes and the document-count deltas of one write."""
-    await conn.execute(_ADVANCE, {"db": db.id, "seqs": seqs, "docs": doc_delta, "dels": del_delta})
+    await conn.execute(
+        _ADVANCE[is_sqlite(conn)],
+        {"db": db.id, "seqs": seqs, "docs": doc_delta, "dels": del_delta},
+    )
 
 
 async def set_conflict_policy(conn: AsyncConnection, name: str, policy: str) -> None:

@@ -48,6 +48,7 @@ _INSERT_DOCS = insert(documents).values(
     leaves=bindparam("leaves"),
     rev_tree=bindparam("rev_tree"),
     owner_id=bindparam("owner_id"),
+    updated_by=bindparam("updated_by"),
 )
 _UPDATE_DOCS = (
     update(documents)
@@ -59,6 +60,7 @@ _UPDATE_DOCS = (
         leaves=bindparam("leaves"),
         rev_tree=bindparam("rev_tree"),
         updated_at=func.now(),
+        updated_by=bindparam("updated_by"),
     )
 )
 
@@ -180,6 +182,7 @@ async def _write(conn: AsyncConnection, db: Database, batch: Batch) -> None:
             "deleted": doc.deleted,
             "leaves": doc.leaves,
             "rev_tree": doc.rev_tree,
+            "updated_by": batch.author,
         }
         if doc.expected_seq is None:
             inserts.append({**row, "owner_id": doc.owner_id})

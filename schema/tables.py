@@ -71,6 +71,8 @@ databases = Table(
     # The newest seq of a purged tombstone: a replica whose checkpoint is older may have
     # missed deletions and must reset (``_changes`` says so).
     Column("purge_seq", BigInteger, nullable=False, server_default="0"),
+    # Server-wide order of database changes (``_db_updates``): taken by every write.
+    Column("change_seq", BigInteger, nullable=False, server_default="0", index=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
@@ -88,6 +90,7 @@ documents = Table(
     Column("rev_tree", LargeBinary, nullable=False),
     Column("owner_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_by", Integer, nullable=True),  # who wrote the latest change (activity)
     UniqueConstraint("db_id", "seq", name="uq_documents_db_id_seq"),
     Index("ix_documents_db_id_owner_id_seq", "db_id", "owner_id", "seq"),
 )

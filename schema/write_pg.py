@@ -42,7 +42,8 @@ WITH adv AS (
     UPDATE databases
     SET update_seq = update_seq + :n,
         doc_count = doc_count + :doc_delta,
-        doc_del_count = doc_del_count + :del_delta
+        doc_del_count = doc_del_count + :del_delta,
+        change_seq = nextval('gateway_change_seq')
     WHERE id = :db
     RETURNING update_seq - :n AS base
 ),
@@ -58,7 +59,7 @@ k AS (
 upd AS (
     UPDATE documents AS d
     SET seq = k.seq, winning_rev = k.winning_rev, deleted = k.deleted, leaves = k.leaves,
-        rev_tree = k.rev_tree, updated_at = now()
+        rev_tree = k.rev_tree, updated_at = now(), updated_by = CAST(:author AS integer)
     FROM k
     WHERE k.expected IS NOT NULL AND d.db_id = :db AND d.doc_id = k.doc_id
       AND d.seq = k.expected
@@ -66,9 +67,9 @@ upd AS (
 ),
 ins AS (
     INSERT INTO documents (db_id, doc_id, seq, winning_rev, deleted, leaves, rev_tree,
-                           owner_id, updated_at)
+                           owner_id, updated_at, updated_by)
     SELECT :db, k.doc_id, k.seq, k.winning_rev, k.deleted, k.leaves, k.rev_tree, k.owner_id,
-           now()
+           now(), CAST(:author AS integer)
     FROM k WHERE k.expected IS NULL
     ON CONFLICT (db_id, doc_id) DO NOTHING
     RETURNING 1
@@ -104,6 +105,7 @@ END
     bindparam("doc_delta", type_=BigInteger),
     bindparam("del_delta", type_=BigInteger),
     bindparam("db", type_=Integer),
+    bindparam("author", type_=Integer),
     # The arrays are typed by the CASTs in the SQL: untyped here, SQLAlchemy passes them to
     # asyncpg as they are instead of processing every element.
     *(
@@ -137,6 +139,7 @@ def _params(db: Database, batch: Batch) -> dict[str, Any]:
         "doc_delta": batch.doc_delta,
         "del_delta": batch.del_delta,
         "db": db.id,
+        "author": batch.author,
         "doc_ids": [d.doc_id for d in docs],
         "winning": [d.winning_rev for d in docs],
         "deleted": [d.deleted for d in docs],

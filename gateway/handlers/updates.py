@@ -1,0 +1,164 @@
+"""``GET /_db_updates`` (which databases changed) and ``GET /api/v1/activity`` (what changed,
+where and by whom): the server-wide feeds the manager dashboard reads.  Managers and admins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.access import require_staff
+from gateway.auth import context
+from gateway.jsonio import json_response, query_int
+from gateway.keys import ENGINE, NOTIFIER, SETTINGS
+from gateway.notifier import ANY
+from replication import BadRequest
+from schema.activity import activity_since, db_updates, latest_change, positions, recent
+from schema.engine import read_transaction
+
+FEEDS = ("normal", "longpoll", "continuous", "eventsource")
+
+
+def _timeout(request: web.Request) -> float:
+    settings = request.app[SETTINGS]
+    ms = query_int(request, "timeout", 60_000) or 0
+    return min(ms, settings.max_feed_timeout_ms) / 1000
+
+
+async def _wait_any(request: web.Request, event: asyncio.Event, deadline: float) -> bool:
+    """Wait for any database to change (or the poll interval); False once past ``deadline``."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    slot = min(remaining, request.app[SETTINGS].feed_poll_seconds)
+    try:
+        await asyncio.wait_for(event.wait(), timeout=slot)
+    except TimeoutError:
+        pass
+    return True
+
+
+def _update_row(name: str, update_seq: int, change_seq: int) -> dict[str, Any]:
+    return {
+        "db_name": name,
+        "type": "created" if update_seq == 0 else "updated",
+        "seq": change_seq,
+    }
+
+
+async def db_updates_handler(request: web.Request) -> web.StreamResponse:
+    """``GET /_db_updates?feed=&since=&timeout=&heartbeat=&limit=``, as CouchDB's (databases
+    deleted since are not reported: their rows are gone)."""
+    require_staff(context(request).user, "read _db_updates")
+    feed = request.query.get("feed", "normal")
+    if feed not in FEEDS:
+        raise BadRequest(f"feed must be one of {', '.join(FEEDS)}")
+    engine = request.app[ENGINE]
+    raw_since = request.query.get("since", "0")
+    if raw_since == "now":
+        async with read_transaction(engine) as conn:
+            since = await latest_change(conn)
+    else:
+        since = query_int(request, "since", 0) or 0
+    limit = query_int(request, "limit", 1000, minimum=1) or 1000
+    heartbeat = query_int(request, "heartbeat", 0) or 0
+    deadline = time.monotonic() + _timeout(request)
+    notifier = request.app[NOTIFIER]
+    stream: web.StreamResponse | None = None
+    sse = feed == "eventsource"
+    last_beat = time.monotonic()
+    while True:
+        event = notifier.current(ANY)
+        async with read_transaction(engine) as conn:
+            found = await db_updates(conn, since, limit)
+        rows = [_update_row(u.name, u.update_seq, u.change_seq) for u in found]
+        if found:
+            since = found[-1].change_seq
+        if feed in ("normal", "longpoll") and (rows or feed == "normal"):
+            return json_response({"results": rows, "last_seq": since})
+        if stream is None and feed in ("continuous", "eventsource"):
+            stream = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream" if sse else "application/json",
+                    "Cache-Control": "no-cache",
+                }
+            )
+            await stream.prepare(request)
+        if stream is not None and rows:
+            if sse:
+                await stream.write(
+                    b"".join(
+                        b"data: " + orjson.dumps(r) + b"\nid: " + str(r["seq"]).encode() + b"\n\n"
+                        for r in rows
+                    )
+                )
+            else:
+                await stream.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+            deadline = time.monotonic() + _timeout(request)
+        if not await _wait_any(request, event, deadline):
+            break
+        if stream is not None and heartbeat and time.monotonic() - last_beat >= heartbeat / 1000:
+            await stream.write(b"event: heartbeat\ndata: \n\n" if sse else b"\n")
+            last_beat = time.monotonic()
+    if stream is None:
+        return json_response({"results": [], "last_seq": since})
+    if not sse:
+        await stream.write(orjson.dumps({"last_seq": since}) + b"\n")
+    await stream.write_eof()
+    return stream
+
+
+def _encode(change: int, seen: dict[str, int]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([change, seen])).decode().rstrip("=")
+
+
+def _decode(raw: str) -> tuple[int, dict[str, int]]:
+    try:
+        change, seen = orjson.loads(base64.urlsafe_b64decode(raw.encode("ascii") + b"=="))
+    except (ValueError, UnicodeError, binascii.Error, TypeError) as exc:
+        raise BadRequest("Invalid since token") from exc
+    if not isinstance(change, int) or not isinstance(seen, dict):
+        raise BadRequest("Invalid since token")
+    if not all(isinstance(k, str) and isinstance(v, int) for k, v in seen.items()):
+        raise BadRequest("Invalid since token")
+    return change, seen
+
+
+async def activity_handler(request: web.Request) -> web.Response:
+    """``GET /api/v1/activity[?since=TOKEN][&limit=][&feed=longpoll][&timeout=]``.
+
+    Without ``since``: the latest changes across databases, newest first, and a ``since``
+    token for "everything after this".  With it: what changed after the token, in each
+    database's seq order (longpoll waits for a change), and the next token.  Each entry:
+    ``{"db", "seq", "id", "rev", "deleted", "user", "at"}`` (``user`` wrote that change).
+    """
+    require_staff(context(request).user, "read the activity feed")
+    limit = query_int(request, "limit", 100, minimum=1) or 100
+    if limit > 1000:
+        raise BadRequest("limit must be at most 1000")
+    engine = request.app[ENGINE]
+    raw = request.query.get("since")
+    if not raw:
+        async with read_transaction(engine) as conn:
+            change, seen = await positions(conn)
+            latest = await recent(conn, limit)
+        return json_response(
+            {"results": [a.as_json() for a in latest], "since": _encode(change, seen)}
+        )
+    change, seen = _decode(raw)
+    longpoll = request.query.get("feed") == "longpoll"
+    deadline = time.monotonic() + _timeout(request)
+    while True:
+        event = request.app[NOTIFIER].current(ANY)
+        async with read_transaction(engine) as conn:
+            found, change, seen = await activity_since(conn, change, seen, limit)
+        if found or not longpoll or not await _wait_any(request, event, deadline):
+            return json_response(
+                {"results": [a.as_json() for a in found], "since": _encode(change, seen)}
+            )
