@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schema.tables import databases, documents, users
+from schema.times import iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +57,6 @@ class Activity:
     at: datetime | None
 
     def as_json(self) -> dict[str, Any]:
-        at = self.at
-        if at is not None and at.tzinfo is None:
-            at = at.replace(tzinfo=UTC)
         return {
             "db": self.db,
             "seq": self.seq,
@@ -66,7 +64,7 @@ class Activity:
             "rev": self.rev,
             "deleted": self.deleted,
             "user": self.user,
-            "at": at.isoformat() if at is not None else None,
+            "at": iso(self.at),
         }
 
 

@@ -10,7 +10,7 @@ rewinding one to N makes it resume from N.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import NotFound, checkpoint_seq
 from schema.tables import databases, local_docs, users
+from schema.times import iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +47,8 @@ class Checkpoint:
             "seq": self.seq,
             "db_seq": self.db_seq,
             "lag": self.lag,
-            "updated_at": _iso(self.updated_at),
+            "updated_at": iso(self.updated_at),
         }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # SQLite keeps UTC without an offset
-        moment = moment.replace(tzinfo=UTC)
-    return moment.isoformat()
 
 
 def local_id(raw: str) -> str:

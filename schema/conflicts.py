@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from schema.batch import Touched
 from schema.databases import Database
 from schema.reads import get_revisions
 from schema.tables import conflicts, databases, users
+from schema.times import iso
 
 OPEN = "open"
 STATUSES = ("open", "resolved", "auto_resolved")
@@ -186,24 +187,16 @@ class ConflictRecord:
             "ancestor": {"rev": self.ancestor_rev, "body": _body(self.ancestor_body)},
             "pushed_by": self.pushed_by,
             "device": self.device,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
             "resolved_by": self.resolved_by,
             "resolved_rev": self.resolved_rev,
-            "resolved_at": _iso(self.resolved_at),
+            "resolved_at": iso(self.resolved_at),
         }
 
 
 def _body(raw: bytes | None) -> Any:
     return None if raw is None else orjson.loads(raw)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # SQLite keeps UTC without an offset
-        moment = moment.replace(tzinfo=UTC)
-    return moment.isoformat()
 
 
 def _select() -> Select[Any]:

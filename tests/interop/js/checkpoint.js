@@ -1,21 +1,6 @@
 'use strict';
 // Replicate twice in each direction: the second run resumes from the checkpoint.
-const {local, remote, stats, main} = require('./common');
-
-function localIds(log) {
-  const ids = new Set();
-  for (const {method, url} of log) {
-    const m = /\/_local\/([^?]+)/.exec(url);
-    if (m && method === 'PUT') ids.add(decodeURIComponent(m[1]));
-  }
-  return [...ids];
-}
-
-function changesSince(log) {
-  return log
-    .filter(({url}) => /\/_changes(\?|$)/.test(url))
-    .map(({url}) => new URL(url).searchParams.get('since'));
-}
+const {local, remote, stats, main, localIds, changesSince} = require('./common');
 
 main(async () => {
   const n = Number(process.argv[2] || 50);

@@ -66,6 +66,23 @@ async function dump(db) {
   return res.rows.map((row) => ({id: row.id, rev: row.value.rev, doc: row.doc}));
 }
 
+/** The `_local/` ids a request log wrote (PUT), in order of first write. */
+function localIds(log) {
+  const ids = new Set();
+  for (const {method, url} of log) {
+    const m = /\/_local\/([^?]+)/.exec(url);
+    if (m && method === 'PUT') ids.add(decodeURIComponent(m[1]));
+  }
+  return [...ids];
+}
+
+/** The `since` of every `_changes` request in a request log. */
+function changesSince(log) {
+  return log
+    .filter(({url}) => /\/_changes(\?|$)/.test(url))
+    .map(({url}) => new URL(url).searchParams.get('since'));
+}
+
 function emit(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
 }
@@ -108,4 +125,7 @@ function main(fn) {
   );
 }
 
-module.exports = {PouchDB, DB_URL, USER, PASSWORD, local, remote, stats, sha256, dump, emit, sleep, waitFor, getOrNull, main};
+module.exports = {
+  PouchDB, DB_URL, USER, PASSWORD, local, remote, stats, sha256, dump, emit, sleep, waitFor,
+  getOrNull, localIds, changesSince, main,
+};

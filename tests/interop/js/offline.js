@@ -3,13 +3,7 @@
 // or resets this replica's checkpoint), then pulls again when the document `signal-N`
 // appears.  argv: the number of rounds.  Each round prints the replica's live ids, the
 // `since` of its pull, and the pull's error if it was refused.
-const {local, remote, stats, emit, waitFor, getOrNull, main} = require('./common');
-
-function changesSince(log) {
-  return log
-    .filter(({url}) => /\/_changes(\?|$)/.test(url))
-    .map(({url}) => new URL(url).searchParams.get('since'));
-}
+const {local, remote, stats, emit, waitFor, getOrNull, main, changesSince} = require('./common');
 
 async function pull(db) {
   const log = [];

@@ -1,22 +1,7 @@
 'use strict';
 // Pull as GATEWAY_USER, report the checkpoint, wait until an operator resets it on the
 // gateway ("delete", or "rewind N"), then pull again with the same local database.
-const {local, remote, stats, emit, waitFor, getOrNull, main} = require('./common');
-
-function localIds(log) {
-  const ids = new Set();
-  for (const {method, url} of log) {
-    const m = /\/_local\/([^?]+)/.exec(url);
-    if (m && method === 'PUT') ids.add(decodeURIComponent(m[1]));
-  }
-  return [...ids];
-}
-
-function changesSince(log) {
-  return log
-    .filter(({url}) => /\/_changes(\?|$)/.test(url))
-    .map(({url}) => new URL(url).searchParams.get('since'));
-}
+const {local, remote, stats, emit, waitFor, getOrNull, main, localIds, changesSince} = require('./common');
 
 main(async () => {
   const mode = process.argv[2];

@@ -1,13 +1,7 @@
 'use strict';
 // One local database pushes to the gateway as GATEWAY_USER, then (more documents) as the
 // user in argv[2]: same source, same target URL, hence the same replication id for both.
-const {local, remote, stats, PASSWORD, main} = require('./common');
-
-function localIds(log) {
-  return [...new Set(log
-    .filter(({method, url}) => method === 'PUT' && url.includes('/_local/'))
-    .map(({url}) => decodeURIComponent(/\/_local\/([^?]+)/.exec(url)[1])))];
-}
+const {local, remote, stats, PASSWORD, main, localIds} = require('./common');
 
 async function pushAs(db, user) {
   const log = [];
