@@ -320,3 +320,13 @@ async def test_pouchdb_replicates_with_a_bearer_access_token(live_gateway: LiveG
     assert result["push"]["docs_written"] == 20 and result["pull"]["docs_written"] == 20
     assert sorted(result["ids"]) == sorted(f"bearer-{i}" for i in range(20))
     assert 401 not in result["statuses"]
+
+
+async def test_pouchdb_replicates_with_the_session_cookie(live_gateway: LiveGateway) -> None:
+    result = await live_gateway.run_node("cookie.js")
+    assert result["login_status"] == 200 and result["cookie_name"] == "AuthSession"
+    assert_clean(result["push"])
+    assert_clean(result["pull"])
+    assert result["push"]["docs_written"] == 2 and result["pull"]["docs_written"] == 2
+    assert sorted(result["ids"]) == ["c1", "c2"]
+    assert 401 not in result["statuses"]
