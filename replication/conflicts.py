@@ -1,9 +1,9 @@
 """ConflictRecords, in the abstract: which records a write opens, moves or closes, and the
 edits that resolve one.
 
-A record pairs two live branches of one document: ``mine`` (the revision that arrived) and
-``theirs`` (the server's).  The invariant kept after every write is that each live losing
-leaf of a document is covered by exactly one open record:
+A record is about one losing leaf of a document and pairs it with the winner: ``mine``
+(the revision that arrived) and ``theirs`` (the server's).  The invariant kept after every
+write is that each live losing leaf is followed by exactly one open record:
 
 * a write that makes a new live leaf beside another opens a record for it;
 * a write that extends a recorded branch moves the record to the branch's new leaf (the
@@ -35,19 +35,20 @@ POLICY_STRATEGY = {"server_wins": "keep_theirs", "client_wins": "keep_mine", "me
 
 @dataclass(frozen=True, slots=True)
 class OpenRecord:
-    """An open record as stored: its id and the two leaves it pairs."""
+    """An open record as stored: its id, the losing leaf it is about, and the pair."""
 
     id: int
+    leaf_rev: str | None  # None: a refused REST update, not tied to the tree
     mine_rev: str | None
     theirs_rev: str
 
 
 @dataclass(frozen=True, slots=True)
 class RecordPlan:
-    """What one write does to a document's records."""
+    """What one write does to a document's records (``(leaf, mine, theirs)`` triples)."""
 
-    create: tuple[tuple[str, str], ...] = ()  # (mine_rev, theirs_rev)
-    move: tuple[tuple[int, str, str], ...] = ()  # (id, mine_rev, theirs_rev)
+    create: tuple[tuple[str, str, str], ...] = ()
+    move: tuple[tuple[int, str, str, str], ...] = ()  # (id, leaf, mine, theirs)
     close: tuple[int, ...] = ()
 
     def __bool__(self) -> bool:
@@ -73,40 +74,50 @@ def _live_descendant(tree: RevTree, rev: str, live: Sequence[str]) -> str | None
     return None
 
 
+def _pair(leaf: str, winner: str, leaf_is_mine: bool) -> tuple[str, str, str]:
+    return (leaf, leaf, winner) if leaf_is_mine else (leaf, winner, leaf)
+
+
 def plan_records(
     after: RevTree, records: Sequence[OpenRecord], incoming: Collection[str]
 ) -> RecordPlan:
     """Reconcile a document's open records with its tree after a write.
 
-    ``incoming`` holds the revisions the write added; a record opened by it has the incoming
-    leaf as ``mine`` and the other one as ``theirs``.
+    Each record is about one losing leaf and pairs it with the current winner.  A record
+    follows its branch: when the branch grows, the record moves to its new leaf; when the
+    branch overtakes the winner, the record moves to the branch that now loses; when its
+    branch is gone (deleted, or merged into one already recorded), it closes.  Every live
+    losing leaf no record follows gets a new record: ``mine`` is the revision that
+    arrived with this write (``incoming``), ``theirs`` the one the server had.
     """
     live = live_leaves(after)
-    covered: set[str] = set()
-    moves: list[tuple[int, str, str]] = []
+    if not live:
+        return RecordPlan(close=tuple(r.id for r in records if r.leaf_rev is not None))
+    winner = live[0]
+    claimed: set[str] = set()
+    moves: list[tuple[int, str, str, str]] = []
     closes: list[int] = []
     for record in records:
-        if record.mine_rev is None:
+        if record.leaf_rev is None:
             continue
-        mine = _live_descendant(after, record.mine_rev, live)
-        theirs = _live_descendant(after, record.theirs_rev, live)
-        if mine is None or theirs is None or mine == theirs or {mine, theirs} & covered:
+        leaf = _live_descendant(after, record.leaf_rev, live)
+        leaf_is_mine = record.mine_rev == record.leaf_rev
+        if leaf == winner:  # the branch overtook: the old winner's branch is the loser now
+            other = record.theirs_rev if leaf_is_mine else record.mine_rev
+            leaf = _live_descendant(after, other, live) if other is not None else None
+            leaf_is_mine = not leaf_is_mine
+        if leaf is None or leaf == winner or leaf in claimed:
             closes.append(record.id)
             continue
-        covered.update((mine, theirs))
-        if (mine, theirs) != (record.mine_rev, record.theirs_rev):
-            moves.append((record.id, mine, theirs))
-    creates: list[tuple[str, str]] = []
-    if live:
-        winner = live[0]
-        for leaf in live[1:]:
-            if leaf in covered:
-                continue
-            if leaf not in incoming and winner in incoming:
-                creates.append((winner, leaf))  # the arriving revision won
-            else:
-                creates.append((leaf, winner))
-            covered.update((leaf, winner))
+        claimed.add(leaf)
+        triple = _pair(leaf, winner, leaf_is_mine)
+        if triple != (record.leaf_rev, record.mine_rev, record.theirs_rev):
+            moves.append((record.id, *triple))
+    creates = [
+        _pair(leaf, winner, leaf in incoming or winner not in incoming)
+        for leaf in live[1:]
+        if leaf not in claimed
+    ]
     return RecordPlan(tuple(creates), tuple(moves), tuple(closes))
 
 

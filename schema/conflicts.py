@@ -52,23 +52,18 @@ async def sync_records(
     """Open, move and close the records of ``touched`` documents; return the opened ids."""
     by_doc = {t.doc_id: t for t in touched}
     c = conflicts.c
-    query = select(c.id, c.doc_id, c.mine_rev, c.theirs_rev, c.status).where(
-        c.db_id == db.id, c.doc_id.in_(list(by_doc))
+    query = select(c.id, c.doc_id, c.leaf_rev, c.mine_rev, c.theirs_rev).where(
+        c.db_id == db.id, c.doc_id.in_(list(by_doc)), c.status == OPEN
     )
-    rows = (await conn.execute(query)).all()
-    known: dict[tuple[str, str], int] = {}  # (doc_id, mine_rev) of every record, any status
     open_by_doc: dict[str, list[OpenRecord]] = {}
-    for rid, doc_id, mine, theirs, status in rows:
-        if mine is not None:
-            known[(doc_id, mine)] = rid
-        if status == OPEN:
-            open_by_doc.setdefault(doc_id, []).append(OpenRecord(rid, mine, theirs))
+    for rid, doc_id, leaf, mine, theirs in await conn.execute(query):
+        open_by_doc.setdefault(doc_id, []).append(OpenRecord(rid, leaf, mine, theirs))
     plans = {
         doc_id: plan_records(t.tree, open_by_doc.get(doc_id, []), t.incoming)
         for doc_id, t in by_doc.items()
     }
     await _close(conn, db, plans, by_doc, closing)
-    return await _open_and_move(conn, db, plans, by_doc, known, user_id, device)
+    return await _open_and_move(conn, db, plans, by_doc, user_id, device)
 
 
 async def _close(
@@ -100,25 +95,24 @@ async def _open_and_move(
     db: Database,
     plans: dict[str, RecordPlan],
     by_doc: dict[str, Touched],
-    known: dict[tuple[str, str], int],
     user_id: int | None,
     device: str | None,
 ) -> list[int]:
-    pairs: list[tuple[str, str, str, int | None]] = []  # doc_id, mine, theirs, existing id
+    # (doc_id, leaf, mine, theirs, the id of the record that moves, or None to open one)
+    rows: list[tuple[str, str, str, str, int | None]] = []
     for doc_id, plan in plans.items():
-        pairs.extend((doc_id, m, t, known.get((doc_id, m))) for m, t in plan.create)
-        pairs.extend((doc_id, m, t, rid) for rid, m, t in plan.move)
-    if not pairs:
+        rows.extend((doc_id, leaf, m, t, None) for leaf, m, t in plan.create)
+        rows.extend((doc_id, leaf, m, t, rid) for rid, leaf, m, t in plan.move)
+    if not rows:
         return []
-    ancestors = {
-        (doc_id, m, t): common_ancestor(by_doc[doc_id].tree, m, t) for doc_id, m, t, _ in pairs
-    }
-    wanted = [(d, r) for d, m, t, _ in pairs for r in (m, t, ancestors[(d, m, t)]) if r]
+    ancestors = {(d, m, t): common_ancestor(by_doc[d].tree, m, t) for d, _, m, t, _ in rows}
+    wanted = [(d, r) for d, _, m, t, _ in rows for r in (m, t, ancestors[(d, m, t)]) if r]
     bodies = {key: row.body for key, row in (await get_revisions(conn, db.id, wanted)).items()}
     opened: list[int] = []
-    for doc_id, mine, theirs, existing in pairs:
+    for doc_id, leaf, mine, theirs, moving in rows:
         ancestor = ancestors[(doc_id, mine, theirs)]
         values = {
+            "leaf_rev": leaf,
             "mine_rev": mine,
             "mine_body": bodies.get((doc_id, mine)),
             "theirs_rev": theirs,
@@ -127,25 +121,18 @@ async def _open_and_move(
             "ancestor_body": bodies.get((doc_id, ancestor)) if ancestor else None,
             "updated_at": func.now(),
         }
-        is_create = any(m == mine and t == theirs for m, t in plans[doc_id].create)
-        if is_create:
-            values.update(
-                status=OPEN, strategy=None, resolved_by=None, resolved_rev=None,
-                resolved_at=None, pushed_by=user_id, device=device,
-            )  # fmt: skip
-        if existing is None:
-            rid = (
-                await conn.execute(
-                    insert(conflicts)
-                    .values(db_id=db.id, doc_id=doc_id, owner_id=by_doc[doc_id].owner_id, **values)
-                    .returning(conflicts.c.id)
-                )
-            ).scalar_one()
-        else:  # a branch recorded before (and since closed) conflicts again: reopen it
-            rid = existing
-            await conn.execute(update(conflicts).where(conflicts.c.id == rid).values(**values))
-        if is_create:
-            opened.append(rid)
+        if moving is not None:
+            await conn.execute(update(conflicts).where(conflicts.c.id == moving).values(**values))
+            continue
+        created = await conn.execute(
+            insert(conflicts)
+            .values(
+                db_id=db.id, doc_id=doc_id, owner_id=by_doc[doc_id].owner_id, status=OPEN,
+                pushed_by=user_id, device=device, **values,
+            )
+            .returning(conflicts.c.id)
+        )  # fmt: skip
+        opened.append(created.scalar_one())
     return opened
 
 

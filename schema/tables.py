@@ -30,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    text,
 )
 
 NAMING_CONVENTION = {
@@ -163,6 +164,8 @@ conflicts = Table(
     Column("db_id", Integer, nullable=False),
     Column("doc_id", DocId, nullable=False),
     Column("owner_id", Integer, nullable=True),  # the document's owner (access filtering)
+    # the losing leaf the record follows (None for a refused REST update: not in the tree)
+    Column("leaf_rev", String(200), nullable=True),
     # "mine": the revision that arrived; None when a refused REST update exists only here
     Column("mine_rev", String(200), nullable=True),
     Column("mine_body", LargeBinary, nullable=True),
@@ -182,8 +185,16 @@ conflicts = Table(
     ForeignKeyConstraint(
         ["db_id", "doc_id"], ["documents.db_id", "documents.doc_id"], ondelete="CASCADE"
     ),
-    # one record per (document, losing branch): a replayed push never duplicates one
-    UniqueConstraint("db_id", "doc_id", "mine_rev"),
+    # one open record per (document, losing leaf): a replayed push never duplicates one
+    Index(
+        "uq_conflicts_open_leaf",
+        "db_id",
+        "doc_id",
+        "leaf_rev",
+        unique=True,
+        postgresql_where=text("status = 'open'"),
+        sqlite_where=text("status = 'open'"),
+    ),
     Index(None, "db_id", "doc_id", "status"),
     Index(None, "status", "db_id", "id"),
 )

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("db_id", sa.Integer(), nullable=False),
         sa.Column("doc_id", DocId, nullable=False),
         sa.Column("owner_id", sa.Integer(), nullable=True),
+        sa.Column("leaf_rev", sa.String(length=200), nullable=True),
         sa.Column("mine_rev", sa.String(length=200), nullable=True),
         sa.Column("mine_body", sa.LargeBinary(), nullable=True),
         sa.Column("theirs_rev", sa.String(length=200), nullable=False),
@@ -69,7 +70,14 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_conflicts")),
-        sa.UniqueConstraint("db_id", "doc_id", "mine_rev", name=op.f("uq_conflicts_db_id")),
+    )
+    op.create_index(
+        "uq_conflicts_open_leaf",
+        "conflicts",
+        ["db_id", "doc_id", "leaf_rev"],
+        unique=True,
+        postgresql_where=sa.text("status = 'open'"),
+        sqlite_where=sa.text("status = 'open'"),
     )
     op.create_index(
         op.f("ix_conflicts_db_id"), "conflicts", ["db_id", "doc_id", "status"], unique=False
@@ -80,6 +88,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("uq_conflicts_open_leaf", table_name="conflicts")
     op.drop_index(op.f("ix_conflicts_status"), table_name="conflicts")
     op.drop_index(op.f("ix_conflicts_db_id"), table_name="conflicts")
     op.drop_table("conflicts")

@@ -326,3 +326,29 @@ async def test_cli_sets_the_policy(admin: Couch, db: str, database_url: str) -> 
     assert bad.exit_code != 0
     missing = await _cli(database_url, "dbs", "set-policy", "nowhere", "merge")
     assert missing.exit_code != 0
+
+
+async def test_three_roots_then_a_growing_branch_keep_one_record_per_loser(
+    alice: Couch, manager: Couch, db: str
+) -> None:
+    """Found by the scale-out test: two records once claimed the same revision (a 500)."""
+    for letter in "cba":
+        doc = {"_id": "job", "_rev": "1-" + letter * 32, "n": letter}
+        await alice.post("/field/_bulk_docs", {"new_edits": False, "docs": [doc]},
+                         expected_status=201)  # fmt: skip
+    grown = {"_id": "job", "_rev": "2-" + "z" * 32, "n": "z",
+             "_revisions": {"start": 2, "ids": ["z" * 32, "b" * 32]}}  # fmt: skip
+    await alice.post("/field/_bulk_docs", {"new_edits": False, "docs": [grown]},
+                     expected_status=201)  # fmt: skip
+    doc = await alice.get(f"{DOC}?conflicts=true")
+    assert doc["_rev"] == grown["_rev"]
+    records = await _open(manager)
+    losers = sorted(doc["_conflicts"])
+    assert (
+        sorted(
+            r["mine"]["rev"] if r["theirs"]["rev"] == doc["_rev"] else r["theirs"]["rev"]
+            for r in records
+        )
+        == losers
+    )
+    assert all(doc["_rev"] in (r["mine"]["rev"], r["theirs"]["rev"]) for r in records)
