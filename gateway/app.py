@@ -10,13 +10,17 @@ from aiohttp import web
 from gateway.auth import PasswordCache, auth_middleware
 from gateway.cors import cors_middleware
 from gateway.errors import error_middleware
+from gateway.idempotency import idempotency_middleware
 from gateway.keys import ENGINE, NOTIFIER, PASSWORD_CACHE, RATE_LIMITER, REDIS, SETTINGS
+from gateway.logging_mw import request_middleware, setup_observability
 from gateway.migrate import upgrade
 from gateway.notifier import FeedNotifier
 from gateway.ratelimit import make_limiter
+from gateway.ratelimit_mw import write_rate_limit_middleware
 from gateway.restdb import READY, ensure_rest_databases
 from gateway.routes import setup_routes
 from gateway.settings import Settings
+from gateway.stats import setup_stats
 from schema.engine import make_engine
 
 if TYPE_CHECKING:
@@ -28,15 +32,25 @@ REDIS_TIMEOUT_SECONDS = 1.0  # request-path commands (rate limits, caches), not 
 def create_app(settings: Settings, *, migrate: bool | None = None) -> web.Application:
     """Build the application; the embedded default migrates its own database on start."""
     app = web.Application(
-        middlewares=[cors_middleware, error_middleware, auth_middleware],
+        # Rate limits count a request before its Idempotency-Key is claimed (replays count).
+        middlewares=[
+            request_middleware,  # request id, metrics, access log: sees every response
+            cors_middleware,
+            error_middleware,
+            auth_middleware,
+            write_rate_limit_middleware,
+            idempotency_middleware,
+        ],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
+    setup_observability(app)
     app[PASSWORD_CACHE] = PasswordCache()
     app[NOTIFIER] = FeedNotifier(settings.redis_url)
     app[READY] = set()
     app[REDIS] = redis_client(settings.redis_url)
     app[RATE_LIMITER] = make_limiter(app[REDIS])
+    setup_stats(app)  # per-minute docs in/out for the dashboard (uses app[REDIS])
     should_migrate = settings.is_embedded if migrate is None else migrate
     app.cleanup_ctx.append(_engine_ctx(should_migrate))
     app.cleanup_ctx.append(_notifier_ctx)

@@ -51,8 +51,15 @@ PUBLIC_ROUTES = {
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/api/v1/openapi.json"),
     ("HEAD", "/api/v1/openapi.json"),
+    # the handler asks for an admin when GATEWAY_METRICS_PUBLIC is false
+    ("GET", "/metrics"),
+    ("HEAD", "/metrics"),
+    # the dashboard's static page and files hold no data (its APIs need a staff token);
+    # other methods under /dashboard/ reach database handlers, which still require a user
+    ("GET", "/dashboard"),
+    ("HEAD", "/dashboard"),
 }
-PUBLIC_PREFIXES = ("/healthz", "/readyz")
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/dashboard/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -69,9 +68,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from aiohttp import web
 
     from gateway.app import create_app
+    from gateway.logs import configure_logging
 
     settings = _settings(ctx)
-    logging.basicConfig(level=settings.log_level, format="%(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     web.run_app(
         app,
@@ -438,6 +438,57 @@ def tombstones_purge(
             f"kept {kept} tombstone(s) that registered checkpoints have not passed yet "
             "(see `gateway checkpoints list`; --force purges them and those replicas must reset)"
         )
+
+
+@main.group("idempotency")
+def idempotency_group() -> None:
+    """Stored Idempotency-Key answers."""
+
+
+@idempotency_group.command("purge")
+@click.option("--dry-run", is_flag=True, help="Count the expired keys; delete nothing.")
+@click.pass_context
+def idempotency_purge(ctx: click.Context, dry_run: bool) -> None:
+    """Delete expired Idempotency-Key rows (expired keys already count as absent)."""
+    from datetime import UTC, datetime
+
+    from schema.idempotency import purge_expired
+
+    now = datetime.now(UTC)
+    count = run_db(_settings(ctx), lambda c: purge_expired(c, now=now, dry_run=dry_run))
+    if dry_run:
+        click.echo(f"would purge {count} expired idempotency key(s)")
+    else:
+        click.echo(f"purged {count} expired idempotency key(s)")
+
+
+@main.command("changes")
+@click.option("--db", "db_name", required=True, help="The database to read.")
+@click.option("--since", default="0", help="Start after this seq, or `now`.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new changes as they come.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N changes.")
+@click.pass_context
+def changes_cmd(
+    ctx: click.Context, db_name: str, since: str, follow: bool, limit: int | None
+) -> None:
+    """Print a database's changes feed, one JSON object per line (Ctrl-C stops --follow)."""
+    from gateway.tail import tail_changes
+
+    if since != "now" and not (since.isascii() and since.isdigit()):
+        raise click.BadParameter("a seq number or `now`", param_hint="--since")
+    settings = _settings(ctx)
+
+    def emit(line: bytes) -> None:
+        click.echo(line.decode())
+
+    try:
+        asyncio.run(
+            tail_changes(settings, db_name, since=since, follow=follow, limit=limit, emit=emit)
+        )
+    except GatewayError as exc:
+        raise click.ClickException(exc.reason) from exc
+    except KeyboardInterrupt:
+        pass
 
 
 def _table(rows: list[tuple[Any, ...]]) -> None:

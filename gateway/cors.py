@@ -11,7 +11,8 @@ from gateway.keys import SETTINGS
 ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "accept, authorization, content-type, origin, referer, x-device-id, idempotency-key"
 EXPOSE_HEADERS = (
-    "content-type, cache-control, accept-ranges, etag, server, x-couch-request-id, retry-after"
+    "content-type, cache-control, accept-ranges, etag, server, x-couch-request-id, retry-after, "
+    "x-request-id, idempotent-replayed"
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from gateway.logs import request_id
 from replication import errors as e
 
 log = logging.getLogger("gateway.errors")
@@ -119,5 +120,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         resp.headers["Retry-After"] = "2"
         return resp
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception(
+            "unhandled error on %s %s",
+            request.method,
+            request.path,
+            extra={"request_id": request_id.get()},  # also for handlers without our formatter
+        )
         return error_response(500, "internal_server_error", "An internal error occurred.")

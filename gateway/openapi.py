@@ -93,6 +93,48 @@ SCHEMAS: dict[str, Schema] = {
             "current": ref("Inspection"),
         },
     },
+    "TemplateFields": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": STR,
+            "description": STR,
+            "fields": {"type": "array", "items": OBJ, "maxItems": 1000},
+            "active": {"type": "boolean"},
+        },
+    },
+    "Template": {
+        "allOf": [
+            ref("TemplateFields"),
+            {
+                "type": "object",
+                "properties": {
+                    "id": STR,
+                    "version": INT,
+                    "rev": STR,
+                    "created_at": STR,
+                    "updated_at": STR,
+                    "updated_by": STR,
+                },
+            },
+        ]
+    },
+    "Photo": {
+        "type": "object",
+        "properties": {
+            "id": STR,
+            "inspection_id": STR,
+            "public_id": STR,
+            "version": INT,
+            "format": STR,
+            "bytes": INT,
+            "width": {"type": ["integer", "null"]},
+            "height": {"type": ["integer", "null"]},
+            "secure_url": STR,
+            "uploaded_by": {"type": ["string", "null"]},
+            "created_at": STR,
+        },
+    },
     "ConflictRecord": {
         "type": "object",
         "properties": {
@@ -163,6 +205,13 @@ COMMON_ERRORS = dict(
     [_answer(400, "bad input", ERROR), _answer(401, "not authenticated", ERROR)]
 )  # fmt: skip
 
+MUTATING_ERRORS = (
+    ("409", "request_in_progress: the same Idempotency-Key is still running"),
+    ("422", "idempotency_key_reused with another request"),
+    ("429", "too_many_requests (see Retry-After)"),
+)
+ERROR_JSON = {"application/json": {"schema": ERROR}}
+
 # (method, path, summary, parameters, request body, answers)
 OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None, dict[str, Schema]]] = [
     ("post", "/api/v1/auth/login", "Log in: an access and a refresh token", [],
@@ -218,6 +267,46 @@ OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None, dict[str, Sch
      dict([_answer(200, "changes", {"type": "object", "properties": {
          "results": {"type": "array", "items": OBJ}, "last_seq": INT,
          "has_more": {"type": "boolean"}}})])),
+    ("get", "/api/v1/templates", "List templates (strong ETag, If-None-Match → 304)",
+     [_q("limit", INT), _q("cursor"), {"name": "If-None-Match", "in": "header", "schema": STR}],
+     None, dict([_answer(200, "a page", _list_of(ref("Template"))),
+                 _answer(304, "not modified")])),
+    ("post", "/api/v1/templates", "Create a template (managers, admins)", [IDEMPOTENCY],
+     _body({"allOf": [ref("TemplateFields"), {"type": "object", "required": ["name"],
+                                               "properties": {"id": STR}}]}),
+     dict([_answer(201, "created", ref("Template")), _answer(403, "not staff", ERROR),
+           _answer(409, "id taken", ERROR)])),
+    ("get", "/api/v1/templates/{template_id}", "Read a template (strong ETag)",
+     [{"name": "If-None-Match", "in": "header", "schema": STR}], None,
+     dict([_answer(200, "the template", ref("Template")), _answer(304, "not modified"),
+           _answer(404, "missing", ERROR)])),
+    ("patch", "/api/v1/templates/{template_id}", "Update a template with its version",
+     [IDEMPOTENCY],
+     _body({"allOf": [ref("TemplateFields"), {"type": "object", "required": ["version"],
+                                               "properties": {"version": INT}}]}),
+     dict([_answer(200, "updated", ref("Template")), _answer(409, "stale version", ERROR)])),
+    ("delete", "/api/v1/templates/{template_id}", "Delete a template (a tombstone)",
+     [_q("version", INT, "required"), IDEMPOTENCY], None,
+     dict([_answer(200, "deleted", OBJ), _answer(409, "stale version", ERROR)])),
+    ("post", "/api/v1/photos/upload-params",
+     "Signed Cloudinary direct-upload parameters for an inspection", [IDEMPOTENCY],
+     _body({"type": "object", "required": ["inspection_id"],
+            "properties": {"inspection_id": STR}}),
+     dict([_answer(200, "`upload_url`, the signed form `params`, `expires_at`", OBJ),
+           _answer(404, "no such inspection", ERROR),
+           _answer(503, "Cloudinary not configured", ERROR)])),
+    ("post", "/api/v1/photos/confirm", "Verify an upload with Cloudinary and record the photo",
+     [IDEMPOTENCY],
+     _body({"type": "object", "required": ["inspection_id", "public_id"],
+            "properties": {"inspection_id": STR, "public_id": STR, "version": INT}}),
+     dict([_answer(201, "recorded", ref("Photo")), _answer(200, "already recorded",
+                                                            ref("Photo")),
+           _answer(409, "confirmed for another inspection", ERROR),
+           _answer(502, "Cloudinary failed; retry", ERROR),
+           _answer(503, "Cloudinary unreachable; retry", ERROR)])),
+    ("get", "/api/v1/inspections/{inspection_id}/photos", "An inspection's photos", [], None,
+     dict([_answer(200, "photos", {"type": "object", "properties": {
+         "results": {"type": "array", "items": ref("Photo")}}})])),
     ("get", "/api/v1/conflicts", "List ConflictRecords",
      [_q("db"), _q("status"), _q("doc_id"), _q("limit", INT), _q("cursor")], None,
      dict([_answer(200, "a page", _list_of(ref("ConflictRecord")))])),
@@ -236,6 +325,12 @@ OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None, dict[str, Sch
       _q("feed", {"enum": ["normal", "longpoll"]}), _q("timeout", INT)], None,
      dict([_answer(200, "changes and the next `since` token", {"type": "object", "properties": {
          "results": {"type": "array", "items": OBJ}, "since": STR}})])),
+    ("get", "/api/v1/activity/stats", "Documents in (written) and out (served) per minute (staff)",
+     [_q("minutes", INT, "how many minutes up to now, 1 to 180 (default 60)")], None,
+     dict([_answer(200, "oldest minute first", {"type": "object", "properties": {
+         "minutes": {"type": "array", "items": {"type": "object", "properties": {
+             "at": STR, "in": INT, "out": INT}}}}}),
+           _answer(403, "not a manager or admin", ERROR)])),
     ("get", "/api/v1/openapi.json", "This document", [], None,
      dict([_answer(200, "OpenAPI 3.1", OBJ)])),
 ]  # fmt: skip
@@ -258,6 +353,14 @@ def document() -> bytes:
         }
         if body is not None:
             operation["requestBody"] = body
+        if IDEMPOTENCY in params:  # mutating: idempotency keys and the write rate limit
+            for status, text in MUTATING_ERRORS:
+                found = operation["responses"].get(status)
+                if found is None:
+                    operation["responses"][status] = {"description": text, "content": ERROR_JSON}
+                else:  # a copy: the table's entries stay as declared
+                    joined = found["description"] + "; or " + text
+                    operation["responses"][status] = {**found, "description": joined}
         if path.startswith("/api/v1/auth/login") or path.startswith("/api/v1/auth/refresh"):
             operation["security"] = []
         paths.setdefault(path, {})[method] = operation

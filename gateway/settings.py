@@ -7,6 +7,7 @@ under ``./gateway-data/``, caches and feed wake-ups in process.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -15,6 +16,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+_CLOUDINARY_URL = re.compile(r"cloudinary://[^:@/]+:[^@/]+@[^/?#]+(/[^?#]*)?(\?[^#]*)?")
 SECRET_NAMES = ("secret_key", "cloudinary_url", "database_url", "redis_url")
 
 
@@ -27,6 +29,12 @@ class Settings:
     redis_url: str | None = None
     secret_key: str = ""
     cloudinary_url: str | None = None
+    cloudinary_api_base: str = "https://api.cloudinary.com"
+    cloudinary_signature_algorithm: str = "sha1"
+    cloudinary_timeout_seconds: float = 10.0
+    photo_allowed_formats: tuple[str, ...] = ("jpg", "png", "heic", "webp")
+    photo_max_bytes: int = 10 * 1024 * 1024
+    photo_upload_ttl_seconds: int = 3600
     cors_origins: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 5984
@@ -40,11 +48,16 @@ class Settings:
     default_heartbeat_ms: int = 60_000
     max_feed_timeout_ms: int = 3_600_000
     log_level: str = "INFO"
+    log_format: str = "json"  # json | text
+    metrics_public: bool = True
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_days: int = 30
     login_max_failures_per_user: int = 10
     login_max_failures_per_address: int = 50
     login_failure_window_seconds: int = 900
+    write_rate_per_user: int = 600
+    write_rate_per_device: int = 300
+    write_rate_window_seconds: int = 60
     trust_proxy: bool = False
 
     @property
@@ -72,6 +85,12 @@ ENV_NAMES = {
     "redis_url": "GATEWAY_REDIS_URL",
     "secret_key": "GATEWAY_SECRET_KEY",
     "cloudinary_url": "CLOUDINARY_URL",
+    "cloudinary_api_base": "GATEWAY_CLOUDINARY_API_BASE",
+    "cloudinary_signature_algorithm": "GATEWAY_CLOUDINARY_SIGNATURE_ALGORITHM",
+    "cloudinary_timeout_seconds": "GATEWAY_CLOUDINARY_TIMEOUT_SECONDS",
+    "photo_allowed_formats": "GATEWAY_PHOTO_ALLOWED_FORMATS",
+    "photo_max_bytes": "GATEWAY_PHOTO_MAX_BYTES",
+    "photo_upload_ttl_seconds": "GATEWAY_PHOTO_UPLOAD_TTL_SECONDS",
     "cors_origins": "GATEWAY_CORS_ORIGINS",
     "host": "GATEWAY_HOST",
     "port": "GATEWAY_PORT",
@@ -85,11 +104,16 @@ ENV_NAMES = {
     "default_heartbeat_ms": "GATEWAY_DEFAULT_HEARTBEAT_MS",
     "max_feed_timeout_ms": "GATEWAY_MAX_FEED_TIMEOUT_MS",
     "log_level": "GATEWAY_LOG_LEVEL",
+    "log_format": "GATEWAY_LOG_FORMAT",
+    "metrics_public": "GATEWAY_METRICS_PUBLIC",
     "access_token_ttl_seconds": "GATEWAY_ACCESS_TOKEN_TTL_SECONDS",
     "refresh_token_ttl_days": "GATEWAY_REFRESH_TOKEN_TTL_DAYS",
     "login_max_failures_per_user": "GATEWAY_LOGIN_MAX_FAILURES_PER_USER",
     "login_max_failures_per_address": "GATEWAY_LOGIN_MAX_FAILURES_PER_ADDRESS",
     "login_failure_window_seconds": "GATEWAY_LOGIN_FAILURE_WINDOW_SECONDS",
+    "write_rate_per_user": "GATEWAY_WRITE_RATE_PER_USER",
+    "write_rate_per_device": "GATEWAY_WRITE_RATE_PER_DEVICE",
+    "write_rate_window_seconds": "GATEWAY_WRITE_RATE_WINDOW_SECONDS",
     "trust_proxy": "GATEWAY_TRUST_PROXY",
 }
 
@@ -109,6 +133,18 @@ def _convert(name: str, raw: str) -> Any:
     default = getattr(Settings(), name)
     if name == "cors_origins":
         return tuple(o.strip() for o in raw.split(",") if o.strip())
+    if name == "photo_allowed_formats":
+        return tuple(f.strip().lower() for f in raw.split(",") if f.strip())
+    if name == "cloudinary_url" and raw and not _CLOUDINARY_URL.fullmatch(raw):
+        raise ValueError("expected cloudinary://api_key:api_secret@cloud_name")
+    if name == "cloudinary_signature_algorithm" and raw not in ("sha1", "sha256"):
+        raise ValueError("expected sha1 or sha256")
+    if name == "photo_upload_ttl_seconds" and not 60 <= int(raw) <= 3600:
+        raise ValueError("Cloudinary accepts a signature for at most 3600 s; use 60..3600")
+    if name == "log_format":
+        if raw.strip().lower() not in ("json", "text"):
+            raise ValueError("expected json or text")
+        return raw.strip().lower()
     if name == "data_dir":
         return Path(raw)
     if isinstance(default, bool):
@@ -134,7 +170,8 @@ def load_settings(
             try:
                 values[name] = _convert(name, merged[var])
             except ValueError as exc:
-                raise SystemExit(f"Invalid value for {var}: {merged[var]!r}") from exc
+                shown = "(hidden)" if name in SECRET_NAMES else repr(merged[var])
+                raise SystemExit(f"Invalid value for {var}: {shown} ({exc})") from exc
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)
     if not settings.database_url:

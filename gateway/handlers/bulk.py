@@ -20,6 +20,8 @@ from gateway.jsonio import (
     row_error,
 )
 from gateway.keys import ENGINE, SETTINGS
+from gateway.metrics import count_docs_read
+from gateway.stats import count_out
 from gateway.validation import edit_from_json, with_generated_id
 from replication import BadRequest, DocEdit, GatewayError, revs_diff, validate_rev
 from schema.documents import load_states
@@ -103,6 +105,9 @@ async def bulk_get(request: web.Request) -> web.Response:
             latest=query_bool(request, "latest"),
             revs_limit=access.db.revs_limit,
         )
+    served = sum(a.doc is not None for f in answers for a in f)
+    count_docs_read(request, access.db.name, served)
+    count_out(request.app, served)  # the dashboard's per-minute chart
     parts = []
     for req, found in zip(requests, answers, strict=True):
         docs_json = b",".join(a.bulk_get_json() for a in found)

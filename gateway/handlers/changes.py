@@ -19,6 +19,8 @@ from gateway.changes_scan import ScanState, scan
 from gateway.cors import add_cors_headers
 from gateway.dbctx import DbAccess, open_db
 from gateway.keys import ENGINE, NOTIFIER, SETTINGS
+from gateway.metrics import count_docs_read, feed_listener
+from gateway.stats import count_out
 from replication import ResetRequired
 
 BUFFER_LIMIT = 256 * 1024
@@ -77,9 +79,10 @@ async def changes(request: web.Request) -> web.StreamResponse:
             "replicate into a fresh local database (or delete its local copy), from seq 0."
         )
     state = ScanState(since)
-    if params.feed in ("continuous", "eventsource"):
-        return await _stream_feed(request, access, params, state)
-    return await _json_feed(request, access, params, state)
+    with feed_listener(request, params.feed):  # longpoll, continuous, eventsource
+        if params.feed in ("continuous", "eventsource"):
+            return await _stream_feed(request, access, params, state)
+        return await _json_feed(request, access, params, state)
 
 
 def _deadline(params: ChangesParams) -> float:
@@ -118,6 +121,9 @@ async def _json_feed(
     while True:
         event = notifier.current(access.db.name)
         async for rows in scan(engine, access, params, state, batch=batch, upto=upto):
+            if params.include_docs:
+                count_docs_read(request, access.db.name, len(rows))
+                count_out(request.app, len(rows))  # the dashboard's chart
             chunk = b",\n".join(_interval(seq, row, state, params) for seq, row in rows)
             await out.write(chunk if first else b",\n" + chunk)
             first = False
@@ -169,6 +175,9 @@ async def _stream_feed(
             wrote = False
             async for rows in scan(engine, access, params, state, batch=batch):
                 wrote = True
+                if params.include_docs:
+                    count_docs_read(request, access.db.name, len(rows))
+                    count_out(request.app, len(rows))  # the dashboard's chart
                 if sse:
                     await out.write(b"".join(_sse_event(seq, row) for seq, row in rows))
                 else:

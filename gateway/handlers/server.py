@@ -18,7 +18,8 @@ from gateway.auth import (
 )
 from gateway.jsonio import JSON, json_response, loads, query_int, read_body
 from gateway.keys import ENGINE, SETTINGS
-from replication import BadRequest, Unauthorized
+from gateway.metrics import CONTENT_TYPE, METRICS, render
+from replication import BadRequest, Forbidden, Unauthorized
 from replication.errors import ServiceUnavailable, UnsupportedMediaType
 from schema.databases import list_databases
 from schema.engine import read_transaction
@@ -130,6 +131,15 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:
         raise ServiceUnavailable("Database unreachable.") from exc
     return json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format.  Public unless ``GATEWAY_METRICS_PUBLIC`` is
+    false; then only admins (Basic or Bearer, like any route) may scrape it."""
+    if not request.app[SETTINGS].metrics_public and context(request).user.role != "admin":
+        raise Forbidden("Only admins may read the metrics.")
+    body = await render(request.app[METRICS], request.app.get(ENGINE))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def whoami(request: web.Request) -> web.Response:

@@ -27,6 +27,7 @@ SAMPLE = {
     "localid": "cp",
     "conflict_id": "1",
     "inspection_id": "5f0c2f4e-8a7b-4c1d-9e2f-3a4b5c6d7e8f",
+    "template_id": "0b6e7d2a-3c4f-4e5a-9b8c-7d6e5f4a3b2c",
 }
 LONG_ID = "x" * 1001
 # A valid body for every route that reads one; None means the route reads no body.
@@ -46,6 +47,13 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/conflicts/{conflict_id}/resolve"): {"strategy": "merge"},
     ("POST", "/api/v1/inspections"): {"title": "x"},
     ("POST", "/api/v1/sync/batch"): {"operations": []},
+    ("POST", "/api/v1/photos/upload-params"): {"inspection_id": SAMPLE["inspection_id"]},
+    ("POST", "/api/v1/photos/confirm"): {
+        "inspection_id": SAMPLE["inspection_id"],
+        "public_id": "inspections/x/y",
+    },
+    ("POST", "/api/v1/templates"): {"name": "x"},
+    ("PATCH", "/api/v1/templates/{template_id}"): {"version": 1, "name": "x"},
     ("PUT", DB + "/_local/{localid}"): {"v": 1},
     ("PUT", DB + "/_design/{ddoc}"): {"v": 1},
     ("PUT", DB + "/{docid}"): {"v": 1},

@@ -17,6 +17,9 @@ PUBLIC = {
     ("POST", "/api/v1/auth/login"),  # credentials are the body
     ("POST", "/api/v1/auth/refresh"),  # the refresh token is the body
     ("GET", "/api/v1/openapi.json"),  # the API description
+    ("GET", "/metrics"),  # public unless GATEWAY_METRICS_PUBLIC=false (then admins only)
+    ("GET", "/dashboard"),  # the dashboard's static files hold no data
+    ("GET", "/dashboard/{path:.*}"),
 }
 SAMPLE = {
     "db": "field",

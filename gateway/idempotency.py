@@ -1,0 +1,200 @@
+"""``Idempotency-Key`` on every mutating ``/api/v1/`` route (SPEC §7).
+
+A ``POST``/``PUT``/``PATCH``/``DELETE`` under ``/api/v1/`` that carries an ``Idempotency-Key``
+(1 to 255 printable ASCII characters, else 400) runs at most once per (user, key) for 24 hours:
+
+- the request's hash is sha256 of its method, path with query and body (JSON bodies
+  canonicalized: key order and whitespace do not matter);
+- the key is claimed in the database *before* the handler runs (an insert-ignore in its own
+  committed transaction, ``schema.idempotency``), so two instances on one database racing
+  with the same key agree on one winner; the loser sees the winner's row;
+- a row with the same hash and a stored answer is replayed byte for byte (status,
+  ``Content-Type``, body) with ``Idempotent-Replayed: true``; a different hash is
+  422 ``idempotency_key_reused``; a row still in progress is 409 ``request_in_progress``
+  with ``Retry-After: 1`` (the first request is running, maybe on another instance);
+- the handler's answer is stored when its status is below 500, 4xx included (a 409 for a
+  stale version or a 400 is the answer to *that* request, and replaying it is what makes a
+  retry safe); a 5xx, an exception or a streamed answer drops the claim so a retry runs.
+
+A claim in progress expires after ``CLAIM_LEASE`` (a crashed instance does not block the key
+for a day); the stored answer lives ``KEY_TTL`` from when it was stored.  Expired rows count
+as absent and are replaced atomically; ``gateway idempotency purge`` deletes them.  If the
+process dies between the handler's commit and storing its answer, a retry after the lease
+runs again: the write and the stored answer are separate transactions.
+
+The auth routes (``/api/v1/auth/*``) are excluded: login and refresh answer with fresh
+secrets, which must not be kept in the database nor handed out again (a replayed refresh
+would also defeat refresh-token rotation and its reuse detection), and logout is idempotent
+by nature.  Keys belong to the authenticated user: the same key from two users is two keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from aiohttp import hdrs, web
+
+from gateway.auth import CTX_KEY
+from gateway.errors import error_middleware, error_response
+from gateway.jsonio import read_body
+from gateway.keys import ENGINE
+from replication import BadRequest
+from schema.engine import write_transaction
+from schema.idempotency import StoredKey, claim_key, release_key, store_response
+
+log = logging.getLogger("gateway.idempotency")
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 255
+MAX_CONTENT_TYPE = 100  # the column's size
+KEY_TTL = timedelta(hours=24)
+CLAIM_LEASE = timedelta(minutes=5)  # far beyond any request (SQLite waits 60 s for its lock)
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+API_PREFIX = "/api/v1/"
+EXCLUDED_PREFIX = "/api/v1/auth/"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def applies(request: web.Request) -> bool:
+    """Whether ``request`` is a mutating ``/api/v1/`` request outside the auth routes."""
+    path = request.path
+    return (
+        request.method in MUTATING
+        and path.startswith(API_PREFIX)
+        and not path.startswith(EXCLUDED_PREFIX)
+    )
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The request's ``Idempotency-Key``, None without one; 400 when malformed."""
+    values = request.headers.getall(HEADER, [])
+    if not values:
+        return None
+    key = values[0]
+    if len(values) > 1 or not (
+        0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
+    ):
+        raise BadRequest(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.")
+    return key
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type in ("application/json", "text/plain", "") or content_type.endswith("+json")
+
+
+def canonical_body(content_type: str, body: bytes) -> bytes:
+    """The body as hashed: JSON re-serialized with sorted keys, anything else as sent."""
+    if not body or not _is_json(content_type):
+        return body
+    try:
+        return orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError, ValueError):
+        return body
+
+
+def request_hash(method: str, path_qs: str, content_type: str, body: bytes) -> str:
+    """sha256 of (method, path with query, canonical body), hex."""
+    digest = hashlib.sha256()
+    for part in (method.encode(), path_qs.encode("utf-8", "surrogatepass")):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    digest.update(canonical_body(content_type, body))
+    return digest.hexdigest()
+
+
+def _replay(row: StoredKey, request_hash_: str) -> web.StreamResponse:
+    """The answer to a request whose key is already taken by ``row``."""
+    if row.request_hash != request_hash_:
+        return error_response(
+            422,
+            "idempotency_key_reused",
+            f"This {HEADER} was already used with a different request "
+            "(method, path or body); use a new key for a new request.",
+        )
+    if row.status is None:
+        resp = error_response(
+            409,
+            "request_in_progress",
+            f"A request with this {HEADER} is still being processed; retry shortly.",
+        )
+        resp.headers["Retry-After"] = "1"
+        return resp
+    headers = {REPLAYED_HEADER: "true"}
+    if row.content_type:
+        headers[hdrs.CONTENT_TYPE] = row.content_type
+    return web.Response(status=row.status, body=row.body or b"", headers=headers)
+
+
+def _storable(resp: web.StreamResponse) -> tuple[str, bytes] | None:
+    """(content type, body) of an answer that can be stored and replayed, else None."""
+    if resp.status >= 500 or resp.prepared or not isinstance(resp, web.Response):
+        return None
+    body = resp.body
+    if body is None:
+        body = b""
+    if not isinstance(body, bytes):
+        return None  # a streamed payload (file, iterator): not replayable
+    content_type = resp.headers.get(hdrs.CONTENT_TYPE) or resp.content_type
+    if len(content_type) > MAX_CONTENT_TYPE:
+        return None
+    return content_type, body
+
+
+@web.middleware
+async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run a keyed mutating request at most once per (user, key); replay its answer."""
+    if not applies(request):
+        return await handler(request)
+    key = idempotency_key(request)
+    ctx = request.get(CTX_KEY)
+    if key is None or ctx is None:
+        return await handler(request)
+    body = await read_body(request)  # cached by aiohttp: the handler reads it again
+    hashed = request_hash(request.method, request.path_qs, request.content_type, body)
+    user_id = ctx.user.id
+    engine = request.app[ENGINE]
+    async with write_transaction(engine) as conn:
+        claim = await claim_key(
+            conn, user_id, key, hashed, now=datetime.now(UTC), lease=CLAIM_LEASE
+        )
+    token = claim.token
+    if token is None:
+        if claim.existing is None:  # claimed and released under us, repeatedly
+            return _replay(StoredKey(hashed, None, None, None), hashed)
+        return _replay(claim.existing, hashed)
+
+    async def release() -> None:
+        try:
+            async with write_transaction(engine) as conn:
+                await release_key(conn, user_id, key, token)
+        except Exception:
+            log.exception("could not release %s claim; it frees itself after its lease", HEADER)
+
+    try:
+        # Errors become answers here (not in the outer error middleware) so 4xx are stored.
+        resp = await error_middleware(request, handler)
+    except BaseException:
+        await asyncio.shield(release())
+        raise
+    stored = _storable(resp)
+    if stored is None:
+        await release()
+        return resp
+    content_type, body_out = stored
+    try:
+        async with write_transaction(engine) as conn:
+            kept = await store_response(
+                conn, user_id, key, token, status=resp.status, content_type=content_type,
+                body=body_out, expires_at=datetime.now(UTC) + KEY_TTL,
+            )  # fmt: skip
+        if not kept:
+            log.warning("%s claim expired before its answer was stored", HEADER)
+    except Exception:
+        log.exception("could not store the answer of an %s request", HEADER)
+    return resp
