@@ -26,6 +26,8 @@ from schema.engine import is_sqlite
 from schema.tables import databases
 
 DB_NAME_RE = re.compile(r"^[a-z][a-z0-9_$()+-]{0,237}$")
+# Server routes that would shadow a database of the same name on GET.
+RESERVED_NAMES = frozenset({"dashboard", "healthz", "readyz", "metrics"})
 ACCESS_MODES = ("owned", "shared", "readonly")
 CONFLICT_POLICIES = ("manual", "merge", "server_wins", "client_wins")
 
@@ -119,6 +121,8 @@ async def create_database(
 ) -> Database:
     """Create a database; ``FileExists`` if the name is taken."""
     validate_db_name(name)
+    if name in RESERVED_NAMES:
+        raise BadRequest(f"{name!r} is reserved for a server route; choose another name.")
     if access_mode not in ACCESS_MODES:
         raise BadRequest(f"access_mode must be one of {', '.join(ACCESS_MODES)}")
     validate_policy(conflict_policy)

@@ -161,6 +161,8 @@ async def test_invalid_database_names_and_modes_are_refused(admin):
     await admin.put("/9lives", expected_status=400)
     await admin.put("/ok?access_mode=open", expected_status=400)
     await admin.put("/ok?conflict_policy=sometimes", expected_status=400)
+    for reserved in ("dashboard", "metrics", "healthz", "readyz"):
+        await admin.put(f"/{reserved}", expected_status=400)
     assert await admin.get("/_all_dbs") == ["inspections", "templates"]  # made at start-up
 
 
