@@ -27,7 +27,11 @@ def make_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEn
     """Create an async engine for ``url`` with the settings each backend needs."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 60})
+        # hide_parameters: bound values (bodies, password hashes, token digests) never
+        # appear in an error's text, which the error middleware logs
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": 60}, hide_parameters=True
+        )
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
@@ -36,6 +40,7 @@ def make_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEn
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
+        hide_parameters=True,
     )
 
 
