@@ -46,7 +46,7 @@ def create_app(settings: Settings, *, migrate: bool | None = None) -> web.Applic
     app[SETTINGS] = settings
     setup_observability(app)
     app[PASSWORD_CACHE] = PasswordCache()
-    app[NOTIFIER] = FeedNotifier(settings.redis_url)
+    app[NOTIFIER] = FeedNotifier(settings.redis_url, settings.feed_poll_seconds)
     app[READY] = set()
     app[REDIS] = redis_client(settings.redis_url)
     app[RATE_LIMITER] = make_limiter(app[REDIS])
@@ -74,7 +74,7 @@ def _engine_ctx(should_migrate: bool):  # type: ignore[no-untyped-def]
 
 
 async def _notifier_ctx(app: web.Application) -> AsyncIterator[None]:
-    await app[NOTIFIER].start()
+    await app[NOTIFIER].start(app[ENGINE])
     yield
     await app[NOTIFIER].close()
 

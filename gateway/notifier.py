@@ -3,8 +3,13 @@
 In process, a listener grabs the database's current ``asyncio.Event`` *before* it queries,
 so a change committed between its query and its wait still wakes it.  With Redis
 configured, every write is also published and every instance relays it to its listeners.
-Listeners also re-query every ``feed_poll_seconds``, so a lost notification delays a change
-but never loses it.
+
+Listeners never poll the database themselves.  After its query a listener records how far
+it has seen (``floor``); one task per instance then checks, every ``feed_poll_seconds`` and
+only while someone is waiting, the databases being waited on — one query for all of them,
+however many listeners there are — and wakes those that moved past their floor.  So a lost
+notification (a Redis restart, a write made by the CLI) delays a change but never loses
+it, and idle listeners cost nothing per listener.
 """
 
 from __future__ import annotations
@@ -12,6 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+
+from sqlalchemy import select, true
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schema.engine import read_transaction
+from schema.tables import databases
 
 log = logging.getLogger("gateway.notifier")
 CHANNEL_PREFIX = "gateway:db:"
@@ -21,21 +32,32 @@ ANY = "*"  # the event of "any database changed" (no database can be named "*")
 class FeedNotifier:
     """Per-database wake-up events, optionally relayed through Redis pub/sub."""
 
-    def __init__(self, redis_url: str | None = None) -> None:
+    def __init__(self, redis_url: str | None = None, poll_seconds: float = 5.0) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._floors: dict[str, int] = {}  # the lowest position a waiting listener has seen
         self._redis_url = redis_url
         self._redis = None
         self._task: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._poll_seconds = poll_seconds
+        self.polls = 0  # slow-poll queries run (for tests and metrics)
 
     def current(self, db: str) -> asyncio.Event:
-        """Return the event the next change to ``db`` will set."""
+        """Return the event the next change to ``db`` (``ANY``: to any database) will set."""
         event = self._events.get(db)
         if event is None:
             event = self._events[db] = asyncio.Event()
         return event
 
+    def floor(self, db: str, seen: int) -> None:
+        """Record that a listener about to wait on ``db`` has seen up to ``seen`` (its
+        ``update_seq``; for ``ANY``, the server-wide change number)."""
+        known = self._floors.get(db)
+        self._floors[db] = seen if known is None else min(known, seen)
+
     def _wake(self, db: str) -> None:
         for key in (db, ANY):
+            self._floors.pop(key, None)
             event = self._events.pop(key, None)
             if event is not None:
                 event.set()
@@ -49,14 +71,47 @@ class FeedNotifier:
             except Exception as exc:  # Redis down: local wake-ups and polling still work.
                 log.warning("redis publish failed: %s", exc)
 
-    async def start(self) -> None:
-        """Connect to Redis (if configured) and relay its messages."""
+    async def start(self, engine: AsyncEngine | None = None) -> None:
+        """Start the slow poll over ``engine`` and, with Redis configured, relay its messages."""
+        if engine is not None:
+            self._poller = asyncio.create_task(self._poll(engine))
         if not self._redis_url:
             return
         import redis.asyncio as aioredis
 
         self._redis = aioredis.from_url(self._redis_url)
         self._task = asyncio.create_task(self._relay())
+
+    async def _poll(self, engine: AsyncEngine) -> None:
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            floors = dict(self._floors)
+            if not floors:
+                continue  # nobody waits: no query
+            try:
+                await self._check(engine, floors)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: listeners wait on
+                log.warning("feed poll failed: %s", exc)
+
+    async def _check(self, engine: AsyncEngine, floors: dict[str, int]) -> None:
+        names = [name for name in floors if name != ANY]
+        self.polls += 1
+        async with read_transaction(engine) as conn:
+            rows = (
+                await conn.execute(
+                    select(databases.c.name, databases.c.update_seq, databases.c.change_seq).where(
+                        databases.c.name.in_(names) if ANY not in floors else true()
+                    )
+                )
+            ).all()
+        found = {name: seq for name, seq, _ in rows}
+        for name in names:
+            if name not in found or found[name] > floors[name]:
+                self._wake(name)  # moved on (or was deleted: its listeners end)
+        if ANY in floors and max((change for _, _, change in rows), default=0) > floors[ANY]:
+            self._wake(ANY)
 
     async def _relay(self) -> None:
         assert self._redis is not None
@@ -77,6 +132,10 @@ class FeedNotifier:
                 await asyncio.sleep(1.0)
 
     async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._poller
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

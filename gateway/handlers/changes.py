@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -89,21 +90,25 @@ def _deadline(params: ChangesParams) -> float:
     return time.monotonic() + params.timeout_ms / 1000
 
 
-async def _wait(
-    request: web.Request, event: asyncio.Event, params: ChangesParams, deadline: float
+async def _idle(
+    event: asyncio.Event,
+    params: ChangesParams,
+    deadline: float,
+    beat: Callable[[], Awaitable[None]],
 ) -> bool:
-    """Wait for a change, a heartbeat slot or the poll interval; False when the feed times out."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        return False
-    slot = min(remaining, request.app[SETTINGS].feed_poll_seconds)
-    if params.heartbeat_ms:
-        slot = min(slot, params.heartbeat_ms / 1000)
-    try:
-        await asyncio.wait_for(event.wait(), timeout=slot)
-    except TimeoutError:
-        pass
-    return True
+    """Wait for a change until ``deadline``, sending a heartbeat every ``heartbeat`` ms;
+    True when a change woke us.  No query runs while waiting (see ``gateway.notifier``)."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        slot = min(remaining, params.heartbeat_ms / 1000) if params.heartbeat_ms else remaining
+        try:
+            await asyncio.wait_for(event.wait(), timeout=slot)
+            return True
+        except TimeoutError:
+            if params.heartbeat_ms and deadline - time.monotonic() > 0:
+                await beat()
 
 
 async def _json_feed(
@@ -116,8 +121,12 @@ async def _json_feed(
     await out.write(b'{"results":[\n')
     first = True
     deadline = _deadline(params)
-    last_beat = time.monotonic()
     upto: int | None = access.db.update_seq
+
+    async def beat() -> None:
+        await out.write(b"\n")
+        await out.flush()
+
     while True:
         event = notifier.current(access.db.name)
         async for rows in scan(engine, access, params, state, batch=batch, upto=upto):
@@ -130,13 +139,10 @@ async def _json_feed(
         if params.feed != "longpoll" or state.matched or params.descending:
             break
         await out.start()  # a longpoll client gets its headers while it waits
-        if not await _wait(request, event, params, deadline):
+        notifier.floor(access.db.name, state.since)
+        if not await _idle(event, params, deadline, beat):
             break
         upto = None
-        if params.heartbeat_ms and time.monotonic() - last_beat >= params.heartbeat_ms / 1000:
-            await out.write(b"\n")
-            await out.flush()
-            last_beat = time.monotonic()
     pending = 0
     if params.limit is not None and state.matched >= params.limit and not params.descending:
         pending = max(0, (upto if upto is not None else state.since) - state.since)
@@ -168,7 +174,10 @@ async def _stream_feed(
     out = FeedWriter(request, "text/event-stream" if sse else "application/json", stream=True)
     await out.start()
     deadline = _deadline(params)
-    last_beat = time.monotonic()
+
+    async def beat() -> None:
+        await out.write(b"event: heartbeat\ndata: \n\n" if sse else b"\n")
+
     try:
         while True:
             event = notifier.current(access.db.name)
@@ -186,11 +195,9 @@ async def _stream_feed(
                 break
             if wrote:
                 deadline = _deadline(params)
-            if not await _wait(request, event, params, deadline):
+            notifier.floor(access.db.name, state.since)
+            if not await _idle(event, params, deadline, beat):
                 break
-            if params.heartbeat_ms and time.monotonic() - last_beat >= params.heartbeat_ms / 1000:
-                await out.write(b"event: heartbeat\ndata: \n\n" if sse else b"\n")
-                last_beat = time.monotonic()
         if not sse:
             await out.write(orjson.dumps({"last_seq": state.since}) + b"\n")
         return await out.finish()

@@ -31,12 +31,16 @@ def _timeout(request: web.Request) -> float:
     return min(ms, settings.max_feed_timeout_ms) / 1000
 
 
-async def _wait_any(request: web.Request, event: asyncio.Event, deadline: float) -> bool:
-    """Wait for any database to change (or the poll interval); False once past ``deadline``."""
+async def _wait_any(
+    request: web.Request, event: asyncio.Event, seen: int, deadline: float, heartbeat: float = 0
+) -> bool:
+    """Wait until any database changes after change number ``seen``, or a heartbeat slot
+    passes; False once past ``deadline``.  No query runs while waiting."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return False
-    slot = min(remaining, request.app[SETTINGS].feed_poll_seconds)
+    request.app[NOTIFIER].floor(ANY, seen)
+    slot = min(remaining, heartbeat) if heartbeat else remaining
     try:
         await asyncio.wait_for(event.wait(), timeout=slot)
     except TimeoutError:
@@ -101,7 +105,7 @@ async def db_updates_handler(request: web.Request) -> web.StreamResponse:
             else:
                 await stream.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
             deadline = time.monotonic() + _timeout(request)
-        if not await _wait_any(request, event, deadline):
+        if not await _wait_any(request, event, since, deadline, heartbeat / 1000):
             break
         if stream is not None and heartbeat and time.monotonic() - last_beat >= heartbeat / 1000:
             await stream.write(b"event: heartbeat\ndata: \n\n" if sse else b"\n")
@@ -158,7 +162,7 @@ async def activity_handler(request: web.Request) -> web.Response:
         event = request.app[NOTIFIER].current(ANY)
         async with read_transaction(engine) as conn:
             found, change, seen = await activity_since(conn, change, seen, limit)
-        if found or not longpoll or not await _wait_any(request, event, deadline):
+        if found or not longpoll or not await _wait_any(request, event, change, deadline):
             return json_response(
                 {"results": [a.as_json() for a in found], "since": _encode(change, seen)}
             )
