@@ -18,7 +18,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -29,18 +28,17 @@ from replication import (
     BadRequest,
     Conflict,
     DocEdit,
-    Forbidden,
     GatewayError,
     NotFound,
     rev_path,
     winning_rev,
 )
 from replication.edits import new_child_rev
-from replication.revs import rev_pos
 from replication.workflow import check_inspection_edit
 from schema.databases import Database, lock_database
 from schema.documents import load_states, update_docs
 from schema.reads import get_revisions
+from schema.restdocs import now_iso, represent, version_of
 from schema.tables import conflicts, documents, inspection_index, revisions
 
 FIELDS = ("template_id", "title", "site", "status", "responses", "submitted_at")
@@ -87,10 +85,6 @@ class OpResult:
         return out
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def canonical_id(raw: object) -> str:
     """An inspection id: a UUID, in its canonical lower-case form."""
     if not isinstance(raw, str):
@@ -117,17 +111,6 @@ def check_fields(data: object) -> dict[str, Any]:
     if submitted is not None and not isinstance(submitted, str):
         raise BadRequest("submitted_at must be an ISO 8601 string or null")
     return data
-
-
-def version_of(rev: str) -> int:
-    return rev_pos(rev)
-
-
-def represent(doc_id: str, rev: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The REST form of an inspection document."""
-    out = {"id": doc_id, "version": version_of(rev), "rev": rev}
-    out.update({k: v for k, v in body.items() if not k.startswith("_")})
-    return out
 
 
 @dataclass(slots=True)
@@ -370,8 +353,3 @@ async def list_inspections(
     )
     rows = await conn.execute(stmt)
     return [represent(doc_id, rev, orjson.loads(body)) for doc_id, rev, body in rows]
-
-
-def forbid_unless_staff(role: str, action: str) -> None:
-    if role not in ("admin", "manager"):
-        raise Forbidden(f"Only managers and admins may {action}.")

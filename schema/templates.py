@@ -22,11 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import BadRequest, Conflict, DocEdit, NotFound, winning_rev
 from replication.docs import validate_doc_id
-from replication.revs import rev_pos
 from schema.databases import Database, lock_database
 from schema.documents import load_states, update_docs
-from schema.inspections import now_iso
 from schema.reads import get_revisions
+from schema.restdocs import now_iso, represent, version_of
 from schema.tables import documents, revisions
 
 FIELDS = ("name", "description", "fields", "active")
@@ -89,17 +88,6 @@ def check_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     if "active" in data and not isinstance(data["active"], bool):
         raise BadRequest("active must be true or false")
     return data
-
-
-def version_of(rev: str) -> int:
-    return rev_pos(rev)
-
-
-def represent(doc_id: str, rev: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The REST form of a template document."""
-    out = {"id": doc_id, "version": version_of(rev), "rev": rev}
-    out.update({k: v for k, v in body.items() if not k.startswith("_")})
-    return out
 
 
 # --- writing -----------------------------------------------------------------------------

@@ -31,10 +31,9 @@ from schema.inspections import (
     canonical_id,
     get_inspection,
     list_inspections,
-    represent,
-    version_of,
 )
 from schema.reads import get_revisions
+from schema.restdocs import represent, version_of
 
 DB = "inspections"
 MAX_LIMIT = 200
