@@ -6,23 +6,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.access import owner_scope, require_write
 from gateway.auth import DB_KEY, context
 from gateway.keys import ENGINE, NOTIFIER
 from gateway.metrics import (
-    ConflictState,
-    conflict_candidates,
-    conflict_changes,
-    conflict_states,
     count_docs_written,
     metrics_of,
 )
 from gateway.stats import count_in
 from replication import DocEdit, NotFound
 from schema.batch import WriteResult
-from schema.databases import Database, get_database, lock_database, validate_db_name
+from schema.conflicts import ConflictTally
+from schema.databases import Database, get_database, validate_db_name
 from schema.documents import update_docs
 from schema.engine import is_sqlite, read_transaction, write_transaction
 from schema.rules import has_rules
@@ -87,31 +83,17 @@ async def write_edits(
     if not is_sqlite(engine) and not has_rules(access.db):
         results = await update_docs_optimistic(engine, access.db, edits, **options)
     if results is None:
-        metrics = metrics_of(request.app)
-        watched = conflict_candidates(edits, new_edits) if metrics is not None else []
+        tally = ConflictTally()  # only this path opens and closes ConflictRecords
         async with write_transaction(engine) as conn:
-            before = await _conflicts_locked(conn, access, watched)
             _, results = await update_docs(
-                conn, access.db.name, edits, device=device_of(request), **options
+                conn, access.db.name, edits, device=device_of(request), tally=tally, **options
             )
-            after = await conflict_states(conn, access.db.id, watched)
-        if metrics is not None:  # only this path opens and closes ConflictRecords
-            metrics.record_conflicts(access.db.name, *conflict_changes(before, after))
+        metrics = metrics_of(request.app)
+        if metrics is not None:
+            metrics.record_conflicts(access.db.name, tally.opened, tally.closed)
     written = sum(1 for r in results if r.error is None)
     count_docs_written(request, access.db.name, written)
     count_in(request.app, written)  # the dashboard's per-minute chart
     if written:
         await request.app[NOTIFIER].notify(access.db.name)
     return results
-
-
-async def _conflicts_locked(
-    conn: AsyncConnection, access: DbAccess, doc_ids: list[str]
-) -> dict[int, ConflictState]:
-    """The documents' ConflictRecords before the write, read under the database lock
-    (PostgreSQL; SQLite's write transaction holds it) so no other writer changes them."""
-    if not doc_ids:
-        return {}
-    if not is_sqlite(conn):
-        await lock_database(conn, access.db.name)
-    return await conflict_states(conn, access.db.id, doc_ids)

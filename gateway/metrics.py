@@ -22,23 +22,19 @@ Counters are per process: with several instances, Prometheus sums them across ta
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from replication import DocEdit
-from schema.conflicts import OPEN
 from schema.engine import read_transaction
-from schema.keys import chunks, storable
-from schema.tables import conflicts, databases, local_docs
+from schema.tables import databases, local_docs
 
 log = logging.getLogger("gateway.metrics")
 
@@ -156,63 +152,6 @@ def feed_listener(request: web.Request, feed: str) -> Iterator[None]:
 
 
 # --- conflicts: what a write transaction opened and closed --------------------------------
-
-ConflictState = tuple[str, str | None, str | None, str, str | None]
-# (status, strategy, mine_rev, theirs_rev, resolved_rev) of one record, by record id
-
-
-def conflict_candidates(edits: Sequence[DocEdit], new_edits: bool) -> list[str]:
-    """The documents whose ConflictRecords a write may open, move or close.
-
-    With ``new_edits=true`` an edit without ``_rev`` creates a document, re-creates a deleted
-    one (every leaf of it is deleted: one live leaf after) or is refused: it never touches a
-    conflict, so creating documents costs no extra query.
-    """
-    return list(dict.fromkeys(e.doc_id for e in edits if not new_edits or e.rev is not None))
-
-
-@cache
-def _states_statement() -> Select[Any]:
-    c = conflicts.c
-    return select(c.id, c.status, c.strategy, c.mine_rev, c.theirs_rev, c.resolved_rev).where(
-        c.db_id == bindparam("db_id"), c.doc_id.in_(bindparam("ids", expanding=True))
-    )
-
-
-async def conflict_states(
-    conn: AsyncConnection, db_id: int, doc_ids: Sequence[str]
-) -> dict[int, ConflictState]:
-    """The ConflictRecords of ``doc_ids`` (any status), read inside the write transaction."""
-    out: dict[int, ConflictState] = {}
-    for part in chunks(storable(doc_ids)):
-        rows = await conn.execute(_states_statement(), {"db_id": db_id, "ids": list(part)})
-        out.update({row[0]: tuple(row[1:]) for row in rows})  # type: ignore[misc]
-    return out
-
-
-def conflict_changes(
-    before: dict[int, ConflictState], after: dict[int, ConflictState]
-) -> tuple[int, dict[str, int]]:
-    """Count records opened and closed (by strategy) between two snapshots.
-
-    A record is opened when it is new or was closed before and changed (records are only
-    ever reopened, never edited once closed); closed when it is not open now and changed.
-    A record both opened and auto-resolved by the database's policy in the write counts as
-    both.
-    """
-    opened = 0
-    resolved: dict[str, int] = {}
-    for rid, now in after.items():
-        was = before.get(rid)
-        if was == now:
-            continue
-        if was is None or was[0] != OPEN:
-            opened += 1
-        if now[0] != OPEN:
-            strategy = now[1] or "unknown"
-            resolved[strategy] = resolved.get(strategy, 0) + 1
-    return opened, resolved
-
 
 # --- scraping -------------------------------------------------------------------------------
 

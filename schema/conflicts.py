@@ -10,7 +10,7 @@ compaction or stemming drops the revisions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,18 @@ OPEN = "open"
 STATUSES = ("open", "resolved", "auto_resolved")
 
 
+@dataclass(slots=True)
+class ConflictTally:
+    """What writes did to ConflictRecords, counted where it happens (for ``/metrics``)."""
+
+    opened: int = 0
+    closed: dict[str, int] = field(default_factory=dict)  # by strategy
+
+    def close(self, strategy: str, count: int) -> None:
+        if count:
+            self.closed[strategy] = self.closed.get(strategy, 0) + count
+
+
 @dataclass(frozen=True, slots=True)
 class Closing:
     """How records closed by a write are marked (a resolution, or a replicated edit)."""
@@ -48,8 +60,10 @@ async def sync_records(
     user_id: int | None,
     device: str | None,
     closing: Closing,
+    tally: ConflictTally | None = None,
 ) -> list[int]:
-    """Open, move and close the records of ``touched`` documents; return the opened ids."""
+    """Open, move and close the records of ``touched`` documents; return the opened ids
+    (and count them in ``tally``)."""
     by_doc = {t.doc_id: t for t in touched}
     c = conflicts.c
     query = select(c.id, c.doc_id, c.leaf_rev, c.mine_rev, c.theirs_rev).where(
@@ -62,8 +76,12 @@ async def sync_records(
         doc_id: plan_records(t.tree, open_by_doc.get(doc_id, []), t.incoming)
         for doc_id, t in by_doc.items()
     }
-    await _close(conn, db, plans, by_doc, closing)
-    return await _open_and_move(conn, db, plans, by_doc, user_id, device)
+    closed = await _close(conn, db, plans, by_doc, closing)
+    opened = await _open_and_move(conn, db, plans, by_doc, user_id, device)
+    if tally is not None:
+        tally.opened += len(opened)
+        tally.close(closing.strategy, closed)
+    return opened
 
 
 async def _close(
@@ -72,11 +90,13 @@ async def _close(
     plans: dict[str, RecordPlan],
     by_doc: dict[str, Touched],
     closing: Closing,
-) -> None:
+) -> int:
+    """Close the records the plans close; return how many were open."""
+    closed = 0
     for doc_id, plan in plans.items():
         if not plan.close:
             continue
-        await conn.execute(
+        result = await conn.execute(
             update(conflicts)
             .where(conflicts.c.id.in_(plan.close), conflicts.c.status == OPEN)
             .values(
@@ -88,6 +108,8 @@ async def _close(
                 updated_at=func.now(),
             )
         )
+        closed += result.rowcount
+    return closed
 
 
 async def _open_and_move(
@@ -244,10 +266,14 @@ async def count_open(conn: AsyncConnection, db_id: int, owner: int | None = None
 
 
 async def mark_resolved(
-    conn: AsyncConnection, record_id: int, closing: Closing, resolved_rev: str
+    conn: AsyncConnection,
+    record_id: int,
+    closing: Closing,
+    resolved_rev: str,
+    tally: ConflictTally | None = None,
 ) -> None:
     """Close one record (those the tree no longer ties to a branch are closed here)."""
-    await conn.execute(
+    result = await conn.execute(
         update(conflicts)
         .where(conflicts.c.id == record_id, conflicts.c.status == OPEN)
         .values(
@@ -259,3 +285,5 @@ async def mark_resolved(
             updated_at=func.now(),
         )
     )
+    if tally is not None:
+        tally.close(closing.strategy, result.rowcount)

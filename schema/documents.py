@@ -31,7 +31,7 @@ from replication import (
     tree_from_data,
 )
 from schema.batch import Batch, DocState, WriteResult, plan_batch
-from schema.conflicts import Closing, sync_records
+from schema.conflicts import Closing, ConflictTally, sync_records
 from schema.databases import Database, advance_database, lock_database
 from schema.engine import insert_ignore
 from schema.keys import chunks, fetch_by_ids, fetch_by_revs
@@ -132,6 +132,7 @@ async def update_docs(
     device: str | None = None,
     closing: Closing | None = None,
     role: str | None = None,
+    tally: ConflictTally | None = None,
 ) -> tuple[Database, list[WriteResult]]:
     """Apply a batch of edits to one database inside the caller's write transaction.
 
@@ -162,11 +163,12 @@ async def update_docs(
             user_id=user_id,
             device=device,
             closing=closing or Closing(user_id=user_id),
+            tally=tally,
         )
         if opened and db.conflict_policy != "manual":
             from schema.resolve import apply_policy  # resolving writes through update_docs
 
-            await apply_policy(conn, db, opened)
+            await apply_policy(conn, db, opened, tally)
     return db, batch.results
 
 

@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import Attachment, Conflict, MergeConflict, NotFound, merge_or_raise
 from replication.conflicts import POLICY_STRATEGY, STRATEGIES, live_leaves, resolution_edits
-from schema.conflicts import OPEN, Closing, ConflictRecord, get_conflict, mark_resolved
+from schema.conflicts import (
+    OPEN,
+    Closing,
+    ConflictRecord,
+    ConflictTally,
+    get_conflict,
+    mark_resolved,
+)
 from schema.databases import Database, lock_database
 from schema.documents import load_states, update_docs
 from schema.reads import RevisionRow, get_revisions
@@ -30,6 +37,7 @@ async def resolve_record(
     body: dict[str, Any] | None = None,
     user_id: int | None,
     status: str = "resolved",
+    tally: ConflictTally | None = None,
 ) -> tuple[ConflictRecord, str]:
     """Resolve one open record; return it as it was and the revision the document now has.
 
@@ -63,7 +71,7 @@ async def resolve_record(
     theirs_body = _body(stored.get((record.doc_id, theirs_rev)), record.theirs_body)
     closing = Closing(status, strategy, user_id)
     if strategy == "keep_theirs" and mine_rev is None:  # the server's version stays as it is
-        await mark_resolved(conn, record.id, closing, winner)
+        await mark_resolved(conn, record.id, closing, winner, tally)
         return record, winner
     if strategy == "keep_mine":
         keep = mine_rev or winner
@@ -77,14 +85,14 @@ async def resolve_record(
     attachments = _stubs(stored.get((record.doc_id, keep)) or (await _row(conn, db, record, keep)))
     edits = resolution_edits(tree, record.doc_id, keep, new_body, attachments)
     _, results = await update_docs(
-        conn, db.name, edits, new_edits=True, user_id=user_id, closing=closing
+        conn, db.name, edits, new_edits=True, user_id=user_id, closing=closing, tally=tally
     )
     for result in results:
         if result.error is not None:
             raise result.error
     new_rev = results[0].rev
     assert new_rev is not None
-    await mark_resolved(conn, record.id, closing, new_rev)
+    await mark_resolved(conn, record.id, closing, new_rev, tally)
     return record, new_rev
 
 
@@ -110,7 +118,9 @@ def _stubs(row: RevisionRow | None) -> list[Attachment]:
     ]  # fmt: skip
 
 
-async def apply_policy(conn: AsyncConnection, db: Database, opened: list[int]) -> None:
+async def apply_policy(
+    conn: AsyncConnection, db: Database, opened: list[int], tally: ConflictTally | None = None
+) -> None:
     """Resolve just-opened records by the database's policy, recorded as ``auto_resolved``;
     a ``merge`` that is not clean stays open for a person to resolve."""
     strategy = POLICY_STRATEGY.get(db.conflict_policy)
@@ -121,6 +131,8 @@ async def apply_policy(conn: AsyncConnection, db: Database, opened: list[int]) -
         if record.status != OPEN:  # closed by resolving an earlier one of the same document
             continue
         try:
-            await resolve_record(conn, record_id, strategy, user_id=None, status="auto_resolved")
+            await resolve_record(
+                conn, record_id, strategy, user_id=None, status="auto_resolved", tally=tally
+            )
         except MergeConflict:
             continue

@@ -15,11 +15,10 @@ from gateway.access import STAFF
 from gateway.auth import context
 from gateway.jsonio import json_response, query_int, read_json_object
 from gateway.keys import ENGINE, NOTIFIER
-from gateway.metrics import ConflictState, conflict_changes, conflict_states, metrics_of
+from gateway.metrics import metrics_of
 from replication import BadRequest, NotFound
 from replication.conflicts import STRATEGIES
-from schema.conflicts import STATUSES, ConflictRecord, get_conflict, list_conflicts
-from schema.databases import lock_database
+from schema.conflicts import STATUSES, ConflictRecord, ConflictTally, get_conflict, list_conflicts
 from schema.engine import read_transaction, write_transaction
 from schema.resolve import resolve_record
 from schema.users import User
@@ -108,21 +107,17 @@ async def resolve_handler(request: web.Request) -> web.Response:
     if body is not None and (strategy != "merge" or not isinstance(body, dict)):
         raise BadRequest("body is a JSON object, and only for the merge strategy")
     record_id = _record_id(request)
-    metrics = metrics_of(request.app)
-    before: dict[int, ConflictState] = {}
-    after: dict[int, ConflictState] = {}
+    tally = ConflictTally()
     async with write_transaction(request.app[ENGINE]) as conn:
         record = await get_conflict(conn, record_id)
         if not _visible(user, record):
             raise NotFound("No such conflict.")
-        if metrics is not None:  # the document's records, under the lock resolving takes
-            await lock_database(conn, record.db)
-            before = await conflict_states(conn, record.db_id, [record.doc_id])
-        record, rev = await resolve_record(conn, record_id, strategy, body=body, user_id=user.id)
+        record, rev = await resolve_record(
+            conn, record_id, strategy, body=body, user_id=user.id, tally=tally
+        )
         resolved = await get_conflict(conn, record_id)
-        if metrics is not None:
-            after = await conflict_states(conn, record.db_id, [record.doc_id])
+    metrics = metrics_of(request.app)
     if metrics is not None:
-        metrics.record_conflicts(record.db, *conflict_changes(before, after))
+        metrics.record_conflicts(record.db, tally.opened, tally.closed)
     await request.app[NOTIFIER].notify(record.db)
     return json_response({"ok": True, "rev": rev, **resolved.as_json()})

@@ -18,9 +18,8 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.logs import JsonFormatter, TextFormatter, request_id
-from gateway.metrics import conflict_candidates, conflict_changes
 from gateway.settings import Settings, load_settings
-from replication import DocEdit
+from schema.conflicts import ConflictTally
 from tests.gateway.test_conflicts import _branches
 from tests.helpers import PASSWORD, Couch, basic
 
@@ -179,28 +178,29 @@ async def test_a_policy_resolution_counts_as_opened_and_resolved(
     )
 
 
-def test_conflict_changes_classifies_snapshots() -> None:
-    before = {
-        1: ("open", None, "2-a", "2-b", None),  # moved, stays open
-        2: ("open", None, "2-c", "2-d", None),  # closed by a replicated edit
-        3: ("resolved", "merge", "2-e", "2-f", "3-x"),  # reopened
-        4: ("resolved", "merge", "2-g", "2-h", "3-y"),  # untouched
-    }
-    after = {
-        1: ("open", None, "3-a", "2-b", None),
-        2: ("resolved", "replicated", "2-c", "2-d", "3-z"),
-        3: ("open", None, "2-e", "3-f", None),
-        4: ("resolved", "merge", "2-g", "2-h", "3-y"),
-        5: ("auto_resolved", "keep_theirs", "2-i", "2-j", "3-w"),  # opened and auto-resolved
-    }
-    assert conflict_changes(before, after) == (2, {"replicated": 1, "keep_theirs": 1})
+def test_the_tally_counts_closes_by_strategy() -> None:
+    tally = ConflictTally()
+    tally.opened += 2
+    tally.close("replicated", 1)
+    tally.close("keep_theirs", 1)
+    tally.close("merge", 0)  # nothing closed: no series
+    assert (tally.opened, tally.closed) == (2, {"replicated": 1, "keep_theirs": 1})
 
 
-def test_only_edits_that_can_touch_a_conflict_are_watched() -> None:
-    new, update, again = DocEdit("new"), DocEdit("old", "1-a"), DocEdit("old", "2-b")
-    assert conflict_candidates([new, update, again], new_edits=True) == ["old"]
-    assert conflict_candidates([new], new_edits=True) == []  # creating costs no query
-    assert conflict_candidates([new, update], new_edits=False) == ["new", "old"]
+async def test_a_record_that_moves_is_neither_opened_nor_closed_again(
+    client: Any, alice: Couch, manager: Couch, db: str
+) -> None:
+    await _branches(alice)
+    [record] = (await manager.get("/api/v1/conflicts", params={"status": "open"}))["results"]
+    doc = await alice.get("/field/job?conflicts=true")
+    loser = doc["_conflicts"][0]
+    await alice.put("/field/job", {"_rev": loser, "title": "again"})  # the branch grows
+    moved = await manager.get(f"/api/v1/conflicts/{record['id']}")
+    assert moved["status"] == "open" and loser not in (moved["mine"]["rev"], moved["theirs"]["rev"])
+    await alice.put("/field/other", {"v": 1})  # creating a document touches no record
+    scraped = await scrape(client)
+    assert value(scraped, "gateway_conflicts_opened_total", db="field") == 1
+    assert not scraped.get("gateway_conflicts_resolved_total")
 
 
 async def test_resurrecting_a_deleted_branch_opens_a_conflict(
