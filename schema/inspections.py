@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, insert, select
+from sqlalchemy import and_, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import (
@@ -38,7 +38,14 @@ from replication.workflow import check_inspection_edit
 from schema.databases import Database, lock_database
 from schema.documents import load_states, update_docs
 from schema.reads import get_revisions
-from schema.restdocs import now_iso, represent, version_of
+from schema.restdocs import (
+    now_iso,
+    represent,
+    represented,
+    version_of,
+    winner_columns,
+    winner_revision,
+)
 from schema.tables import conflicts, documents, inspection_index, revisions
 
 FIELDS = ("template_id", "title", "site", "status", "responses", "submitted_at")
@@ -335,21 +342,15 @@ async def list_inspections(
     if doc_id is not None:
         cond = and_(cond, idx.doc_id == doc_id)
     stmt = (
-        select(documents.c.doc_id, documents.c.winning_rev, revisions.c.body)
+        winner_columns()
         .select_from(
             inspection_index.join(
                 documents,
                 (documents.c.db_id == idx.db_id) & (documents.c.doc_id == idx.doc_id),
-            ).join(
-                revisions,
-                (revisions.c.db_id == documents.c.db_id)
-                & (revisions.c.doc_id == documents.c.doc_id)
-                & (revisions.c.rev == documents.c.winning_rev),
-            )
+            ).join(revisions, winner_revision())
         )
         .where(cond)
         .order_by(idx.doc_id)
         .limit(limit)
     )
-    rows = await conn.execute(stmt)
-    return [represent(doc_id, rev, orjson.loads(body)) for doc_id, rev, body in rows]
+    return await represented(conn, stmt)

@@ -6,7 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from replication.revs import rev_pos
+from schema.tables import documents, revisions
 
 
 def version_of(rev: str) -> int:
@@ -24,3 +29,24 @@ def represent(doc_id: str, rev: str, body: dict[str, Any]) -> dict[str, Any]:
 def now_iso() -> str:
     """Now, as the API stamps ``created_at``/``updated_at`` (UTC, milliseconds, ``Z``)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def winner_columns() -> Select[Any]:
+    """``SELECT doc_id, winning_rev, body`` of documents and their winning revisions; the
+    caller adds its ``select_from`` root (joined to ``documents``) and its filters."""
+    return select(documents.c.doc_id, documents.c.winning_rev, revisions.c.body)
+
+
+def winner_revision() -> ColumnElement[bool]:
+    """The join condition from ``documents`` to the row of its winning revision."""
+    return (
+        (revisions.c.db_id == documents.c.db_id)
+        & (revisions.c.doc_id == documents.c.doc_id)
+        & (revisions.c.rev == documents.c.winning_rev)
+    )
+
+
+async def represented(conn: AsyncConnection, stmt: Select[Any]) -> list[dict[str, Any]]:
+    """Run a ``winner_columns()`` query; its rows in their REST form."""
+    rows = await conn.execute(stmt)
+    return [represent(doc_id, rev, orjson.loads(body)) for doc_id, rev, body in rows]

@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import BadRequest, Conflict, DocEdit, NotFound, winning_rev
@@ -25,7 +25,14 @@ from replication.docs import validate_doc_id
 from schema.databases import Database, lock_database
 from schema.documents import load_states, update_docs
 from schema.reads import get_revisions
-from schema.restdocs import now_iso, represent, version_of
+from schema.restdocs import (
+    now_iso,
+    represent,
+    represented,
+    version_of,
+    winner_columns,
+    winner_revision,
+)
 from schema.tables import documents, revisions
 
 FIELDS = ("name", "description", "fields", "active")
@@ -213,18 +220,10 @@ async def list_templates(
     if doc_id is not None:
         cond = and_(cond, doc.doc_id == doc_id)
     stmt = (
-        select(doc.doc_id, doc.winning_rev, revisions.c.body)
-        .select_from(
-            documents.join(
-                revisions,
-                (revisions.c.db_id == doc.db_id)
-                & (revisions.c.doc_id == doc.doc_id)
-                & (revisions.c.rev == doc.winning_rev),
-            )
-        )
+        winner_columns()
+        .select_from(documents.join(revisions, winner_revision()))
         .where(cond)
         .order_by(doc.doc_id)
         .limit(limit)
     )
-    rows = await conn.execute(stmt)
-    return [represent(d, rev, orjson.loads(body)) for d, rev, body in rows]
+    return await represented(conn, stmt)
