@@ -63,3 +63,30 @@ class Couch:
 
     async def delete(self, path: str, **kw: Any) -> Any:
         return await self.request("DELETE", path, **kw)
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (for limiters and caches)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def start_limited(
+    aiohttp_client: Any, settings: Any, clock: FakeClock, limits: dict[str, Any], **changes: Any
+) -> Any:
+    """A test client for an app with the given limit settings; without Redis its rate
+    limiter runs on ``clock``."""
+    import dataclasses
+
+    from gateway.app import create_app
+    from gateway.keys import RATE_LIMITER, SETTINGS
+    from gateway.ratelimit import MemoryLimiter
+
+    app = create_app(dataclasses.replace(settings, **{**limits, **changes}), migrate=False)
+    if not app[SETTINGS].redis_url:
+        app[RATE_LIMITER] = MemoryLimiter(clock=clock)
+    return await aiohttp_client(app)

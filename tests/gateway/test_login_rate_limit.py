@@ -15,11 +15,11 @@ from sqlalchemy import update
 
 from gateway import ratelimit
 from gateway.app import create_app, redis_client
-from gateway.keys import ENGINE, RATE_LIMITER, SETTINGS
+from gateway.keys import ENGINE, RATE_LIMITER
 from gateway.ratelimit import MemoryLimiter
 from gateway.settings import Settings
 from schema.tables import users
-from tests.helpers import PASSWORD, basic
+from tests.helpers import PASSWORD, FakeClock, basic, start_limited
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROUTES = ("basic", "session", "api")
@@ -31,16 +31,6 @@ LOCKED = {
 
 Result = tuple[int, Any, str | None]  # status, body, Retry-After
 Start = Callable[..., Awaitable[Any]]
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def attempt(
@@ -68,13 +58,15 @@ async def fail(client: Any, route: str, name: str, times: int, address: str | No
         assert status == 401 and body["error"] == "unauthorized", body
 
 
+LIMITS = {
+    "login_max_failures_per_user": 3,
+    "login_max_failures_per_address": 100,
+    "login_failure_window_seconds": WINDOW,
+}
+
+
 def limited(settings: Settings, **changes: Any) -> Settings:
-    values = {
-        "login_max_failures_per_user": 3,
-        "login_max_failures_per_address": 100,
-        "login_failure_window_seconds": WINDOW,
-    }
-    return dataclasses.replace(settings, **{**values, **changes})
+    return dataclasses.replace(settings, **{**LIMITS, **changes})
 
 
 @pytest.fixture
@@ -87,10 +79,7 @@ def start(aiohttp_client: Any, settings: Settings, engine: Any, clock: FakeClock
     """Start an app with small login limits and the fake clock (in-process limiter)."""
 
     async def start_app(**changes: Any) -> Any:
-        app = create_app(limited(settings, **changes), migrate=False)
-        if not app[SETTINGS].redis_url:
-            app[RATE_LIMITER] = MemoryLimiter(clock=clock)
-        return await aiohttp_client(app)
+        return await start_limited(aiohttp_client, settings, clock, LIMITS, **changes)
 
     return start_app
 

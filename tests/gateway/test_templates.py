@@ -20,7 +20,7 @@ from gateway.app import create_app
 from gateway.cache import CachedResponse, MemoryCache, RedisCache
 from gateway.keys import ENGINE
 from gateway.settings import Settings
-from tests.helpers import Couch
+from tests.helpers import Couch, FakeClock
 
 API = "/api/v1/templates"
 NEW = {
@@ -380,14 +380,6 @@ async def test_an_unreachable_redis_serves_from_the_database(
 
 
 # --- the cache backends --------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_the_memory_cache_expires_and_evicts_the_least_recently_used() -> None:

@@ -14,10 +14,8 @@ import pytest
 
 from gateway import ratelimit
 from gateway.app import create_app, redis_client
-from gateway.keys import RATE_LIMITER, SETTINGS
-from gateway.ratelimit import MemoryLimiter
 from gateway.settings import Settings
-from tests.helpers import Couch
+from tests.helpers import Couch, FakeClock, start_limited
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 API = "/api/v1/inspections"
@@ -31,16 +29,6 @@ LIMITED = {
 
 Answer = tuple[int, Any, str | None]  # status, JSON body, Retry-After
 Start = Callable[..., Awaitable[Any]]
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def call(
@@ -67,13 +55,15 @@ async def call(
         return resp.status, orjson.loads(raw) if raw else None, resp.headers.get("Retry-After")
 
 
+LIMITS = {
+    "write_rate_per_user": 3,
+    "write_rate_per_device": 100,
+    "write_rate_window_seconds": WINDOW,
+}
+
+
 def limited(settings: Settings, **changes: Any) -> Settings:
-    values = {
-        "write_rate_per_user": 3,
-        "write_rate_per_device": 100,
-        "write_rate_window_seconds": WINDOW,
-    }
-    return dataclasses.replace(settings, **{**values, **changes})
+    return dataclasses.replace(settings, **{**LIMITS, **changes})
 
 
 @pytest.fixture
@@ -86,10 +76,7 @@ def start(aiohttp_client: Any, settings: Settings, engine: Any, clock: FakeClock
     """Start an app with small write limits and the fake clock (in-process limiter)."""
 
     async def start_app(**changes: Any) -> Any:
-        app = create_app(limited(settings, **changes), migrate=False)
-        if not app[SETTINGS].redis_url:
-            app[RATE_LIMITER] = MemoryLimiter(clock=clock)
-        return await aiohttp_client(app)
+        return await start_limited(aiohttp_client, settings, clock, LIMITS, **changes)
 
     return start_app
 
