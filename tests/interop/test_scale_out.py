@@ -20,27 +20,23 @@ import asyncio
 import contextlib
 import itertools
 import os
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import PASSWORD, basic
 from tests.interop.conftest import NodeProcess, start_node
+from tests.processes import Instance, start_instances, stop_all
 
 pytestmark = [pytest.mark.interop, pytest.mark.postgres_only]
 
 SCALE_REDIS_URL = os.environ.get("GATEWAY_TEST_SCALE_REDIS_URL", "redis://127.0.0.1:6379/9")
-SECRET_KEY = "scale-out-test-secret-key-long-enough-for-hs256"
 DB = "scaleout"
 INSTANCES = 3
 CLIENTS = 20
@@ -48,111 +44,7 @@ DOCS_PER_CLIENT = 25
 ROUNDS = 3
 SHARED_IDS = ("shared-0", "shared-1", "shared-2")
 LIVE_CLIENTS = tuple(i for i in range(CLIENTS) if i % 10 == 0)  # as in scale_client.js
-READY_TIMEOUT = 30.0
 NODE_TIMEOUT = 180.0  # per awaited line / exit of one client (a loaded 2-CPU box: ~80 s)
-
-
-@dataclass
-class Instance:
-    """One ``gateway serve`` process."""
-
-    index: int
-    url: str
-    proc: asyncio.subprocess.Process
-    log_path: Path
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last ``lines`` log records, shortened: a JSON record as its level, message and
-        the exception its traceback ends with; plain text without traceback frames."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        kept = []
-        for line in text.splitlines():
-            if not line or line[0].isspace():
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                record = None
-            if isinstance(record, dict) and "msg" in record:
-                exc = [
-                    x
-                    for x in str(record.get("exc") or "").splitlines()
-                    if x and not x[0].isspace() and x[0] not in "([" and ":" in x
-                ]
-                line = f"{record.get('level', '')} {record['msg']}" + (
-                    f" | {exc[-1]}" if exc else ""
-                )
-            kept.append(line[:500])
-        return "\n".join(kept[-lines:])
-
-    async def stop(self) -> None:
-        if self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1 (held open together while chosen)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def process_env(database_url: str, data_dir: Path) -> dict[str, str]:
-    """The environment of one instance: inherited, minus every other ``GATEWAY_*`` value."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(
-        {
-            "GATEWAY_DATABASE_URL": database_url,
-            "GATEWAY_REDIS_URL": SCALE_REDIS_URL,
-            "GATEWAY_SECRET_KEY": SECRET_KEY,
-            "GATEWAY_DATA_DIR": str(data_dir),
-            "GATEWAY_DB_POOL_SIZE": "5",  # 3 instances x (5 + 5 overflow) connections at most
-            "GATEWAY_LOG_LEVEL": "WARNING",
-        }
-    )
-    return env
-
-
-async def wait_ready(session: aiohttp.ClientSession, instance: Instance) -> None:
-    """Poll ``GET /readyz`` (bounded); fail with the process's log if it never answers."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if instance.proc.returncode is not None:
-            pytest.fail(
-                f"gateway instance {instance.index} exited with {instance.proc.returncode} "
-                f"before it was ready\n--- log ---\n{instance.log_tail()}",
-                pytrace=False,
-            )
-        try:
-            async with session.get(f"{instance.url}/readyz") as resp:
-                if resp.status == 200:
-                    return
-                last = f"status {resp.status}"
-        except aiohttp.ClientError as exc:
-            last = repr(exc)
-        await asyncio.sleep(0.1)
-    pytest.fail(
-        f"gateway instance {instance.index} ({instance.url}) not ready within {READY_TIMEOUT}s "
-        f"(last: {last})\n--- log ---\n{instance.log_tail()}",
-        pytrace=False,
-    )
 
 
 @pytest.fixture
@@ -182,33 +74,10 @@ async def instances(
     """Three ``gateway serve`` processes on the test database, ready; always stopped."""
     started: list[Instance] = []
     try:
-        for index, port in enumerate(free_ports(INSTANCES)):
-            work = tmp_path / f"instance{index}"
-            work.mkdir()
-            log_path = work / "gateway.log"
-            with log_path.open("wb") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "gateway",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    cwd=work,  # no stray .env file from the repository
-                    env=process_env(database_url, work / "data"),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
-            started.append(Instance(index, f"http://127.0.0.1:{port}", proc, log_path))
-        async with aiohttp.ClientSession() as session:
-            for instance in started:
-                await wait_ready(session, instance)
+        await start_instances(started, INSTANCES, database_url, tmp_path, SCALE_REDIS_URL)
         yield started
     finally:
-        await asyncio.gather(*(instance.stop() for instance in started))
+        await stop_all(started)
 
 
 async def wait_subscribed(redis: Any, count: int) -> None:
