@@ -71,14 +71,17 @@ def _wanted_revs(row: DocRow, wanted: Sequence[str] | str | None, latest: bool) 
     if wanted == "all":
         return [leaf[0] for leaf in row.leaves]
     revs = list(wanted)
-    if latest:
-        tree = row.tree()
-        resolved: list[str] = []
-        for rev in revs:
-            found = descendant_leaves(tree, rev) or [rev]
-            resolved.extend(r for r in found if r not in resolved)
-        return resolved
-    return revs
+    if not latest:
+        return revs
+    leaves = {leaf[0] for leaf in row.leaves}
+    if all(rev in leaves for rev in revs):  # a leaf is its own latest: no tree to parse
+        return list(dict.fromkeys(revs))
+    tree = row.tree()
+    resolved: list[str] = []
+    for rev in revs:
+        found = descendant_leaves(tree, rev) or [rev]
+        resolved.extend(r for r in found if r not in resolved)
+    return resolved
 
 
 async def fetch_docs(

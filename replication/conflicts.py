@@ -60,9 +60,23 @@ def live_leaves(tree: RevTree) -> list[str]:
     return [leaf.rev for leaf in leaf_infos(tree) if not leaf.deleted]
 
 
+def _several_live_leaves(tree: RevTree) -> bool:
+    """Whether ``tree`` has more than one non-deleted leaf (no sorting: every write asks)."""
+    if len(tree) < 2:
+        return False
+    parents = {node.parent for node in tree.values()}
+    live = 0
+    for rev, node in tree.items():
+        if not node.deleted and rev not in parents:
+            live += 1
+            if live > 1:
+                return True
+    return False
+
+
 def needs_records(before: RevTree | None, after: RevTree) -> bool:
     """Whether a write from ``before`` to ``after`` can open, move or close a record."""
-    return len(live_leaves(after)) > 1 or (before is not None and len(live_leaves(before)) > 1)
+    return _several_live_leaves(after) or (before is not None and _several_live_leaves(before))
 
 
 def _live_descendant(tree: RevTree, rev: str, live: Sequence[str]) -> str | None:

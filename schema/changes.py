@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
+from schema import rawpg
 from schema.engine import is_sqlite
 from schema.keys import storable
 from schema.tables import documents, revisions
@@ -95,7 +96,7 @@ async def read_changes(
         params["owner"] = owner_id
     if doc_ids is not None:
         params["ids"] = storable(doc_ids)
-    rows = await conn.execute(stmt, params)
+    rows = await rawpg.rows(conn, stmt, params)
     loads = orjson.loads
     if include_bodies:
         return [ChangeRow(r[0], r[1], r[2], r[3], loads(r[4]), r[5], r[6]) for r in rows]

@@ -12,15 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, func, insert, select, update
+from sqlalchemy import Integer, Select, and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import NotFound, winning_rev
 from replication.compaction import common_ancestor
 from replication.conflicts import OpenRecord, RecordPlan, plan_records
+from schema import rawpg
 from schema.batch import Touched
 from schema.databases import Database
 from schema.reads import get_revisions
@@ -259,10 +261,17 @@ async def list_conflicts(
 
 async def count_open(conn: AsyncConnection, db_id: int, owner: int | None = None) -> int:
     """Open records of a database (of one owner's documents when ``owner`` is set)."""
-    cond = and_(conflicts.c.db_id == db_id, conflicts.c.status == OPEN)
-    if owner is not None:
-        cond = and_(cond, conflicts.c.owner_id == owner)
-    return (await conn.execute(select(func.count()).where(cond))).scalar_one()
+    params = {"db_id": db_id, "owner": owner}
+    (row,) = await rawpg.rows(conn, _count_open_statement(owner is not None), params)
+    return int(row[0])
+
+
+@cache
+def _count_open_statement(by_owner: bool) -> Select[Any]:
+    cond = and_(conflicts.c.db_id == bindparam("db_id", type_=Integer), conflicts.c.status == OPEN)
+    if by_owner:
+        cond = and_(cond, conflicts.c.owner_id == bindparam("owner", type_=Integer))
+    return select(func.count()).where(cond)
 
 
 async def mark_resolved(

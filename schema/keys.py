@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
+from schema import rawpg
 from schema.engine import is_sqlite
 
 Builder = Callable[[], Select[Any]]
@@ -93,8 +94,7 @@ async def fetch_by_ids(
 ) -> list[Any]:
     """Run ``builder()``'s select restricted to ``ids`` of database ``db_id``; return rows."""
     stmt = _statement(builder, table, is_sqlite(conn), "ids")
-    result = await conn.execute(stmt, {"db_id": db_id, "ids": storable(ids), **params})
-    return list(result)
+    return list(await rawpg.rows(conn, stmt, {"db_id": db_id, "ids": storable(ids), **params}))
 
 
 async def fetch_by_revs(
@@ -112,4 +112,4 @@ async def fetch_by_revs(
         params: dict[str, Any] = {"pairs": list(pairs)}
     else:
         params = {"doc_ids": [p[0] for p in pairs], "revs": [p[1] for p in pairs]}
-    return list(await conn.execute(stmt, {"db_id": db_id, **params}))
+    return list(await rawpg.rows(conn, stmt, {"db_id": db_id, **params}))

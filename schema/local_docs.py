@@ -7,14 +7,28 @@ counting updates, as in CouchDB.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    LargeBinary,
+    String,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import BadRequest, Conflict, NotFound, checkpoint_seq
-from schema.engine import insert_ignore
+from schema import rawpg
+from schema.engine import is_sqlite
 from schema.tables import local_docs
 
 
@@ -25,10 +39,17 @@ class LocalDoc:
     body: bytes
 
 
+MAX_LOCAL_REV = 2**31 - 1  # the rev column is a 32-bit integer
+
+
 def _parse_local_rev(rev: object) -> int:
-    if not isinstance(rev, str) or not rev.startswith("0-") or not rev[2:].isdigit():
+    """``"0-N"`` -> N; ``BadRequest`` if malformed, ``Conflict`` past any stored revision."""
+    digits = rev[2:] if isinstance(rev, str) and rev.startswith("0-") else ""
+    if not (digits.isascii() and digits.isdigit()):  # "0-²": "²".isdigit() is True
         raise BadRequest("Invalid rev format")
-    return int(rev[2:])
+    if len(digits) > 10 or int(digits) > MAX_LOCAL_REV:
+        raise Conflict()  # no local document reaches it: a stale rev, not a database error
+    return int(digits)
 
 
 async def get_local(conn: AsyncConnection, db_id: int, user_id: int, doc_id: str) -> LocalDoc:
@@ -47,6 +68,37 @@ async def get_local(conn: AsyncConnection, db_id: int, user_id: int, doc_id: str
     return LocalDoc(doc_id, f"0-{row[0]}", row[1])
 
 
+@cache
+def _put_statement(sqlite: bool, *, create: bool) -> Any:
+    """Create at rev 1 (if absent), or move from rev ``sent`` to ``sent + 1``."""
+    values = {
+        "body": bindparam("p_body", type_=LargeBinary),
+        "checkpoint_seq": bindparam("p_checkpoint_seq", type_=BigInteger),
+        "updated_at": func.now(),
+    }
+    key = {
+        "db_id": bindparam("p_db_id", type_=Integer),
+        "user_id": bindparam("p_user_id", type_=Integer),
+        "doc_id": bindparam("p_doc_id", type_=String),
+    }
+    if create:
+        insert = sqlite_insert if sqlite else pg_insert
+        return (
+            insert(local_docs)
+            .values(rev=1, **key, **values)
+            .on_conflict_do_nothing()
+            .returning(local_docs.c.rev)
+        )
+    sent = bindparam("p_sent", type_=Integer)
+    return (
+        update(local_docs)
+        .where(*(local_docs.c[name] == value for name, value in key.items()))
+        .where(local_docs.c.rev == sent)
+        .values(rev=sent + 1, **values)
+        .returning(local_docs.c.rev)
+    )
+
+
 async def put_local(
     conn: AsyncConnection,
     db_id: int,
@@ -57,30 +109,17 @@ async def put_local(
 ) -> str:
     """Create or update a local document in one statement; ``Conflict`` on a stale ``rev``."""
     sent = _parse_local_rev(rev) if rev is not None else 0
-    values = {
-        "body": orjson.dumps(body),
-        "checkpoint_seq": checkpoint_seq(body),
-        "updated_at": func.now(),
+    stmt = _put_statement(is_sqlite(conn), create=sent == 0)
+    params = {
+        "p_db_id": db_id,
+        "p_user_id": user_id,
+        "p_doc_id": doc_id,
+        "p_sent": sent,
+        "p_body": orjson.dumps(body),
+        "p_checkpoint_seq": checkpoint_seq(body),
     }
-    if sent == 0:
-        stmt = (
-            insert_ignore(conn, local_docs)
-            .values(db_id=db_id, user_id=user_id, doc_id=doc_id, rev=1, **values)
-            .returning(local_docs.c.rev)
-        )
-    else:
-        stmt = (
-            update(local_docs)
-            .where(
-                local_docs.c.db_id == db_id,
-                local_docs.c.user_id == user_id,
-                local_docs.c.doc_id == doc_id,
-                local_docs.c.rev == sent,
-            )
-            .values(rev=sent + 1, **values)
-            .returning(local_docs.c.rev)
-        )
-    new_rev = (await conn.execute(stmt)).scalar_one_or_none()
+    found = await rawpg.rows(conn, stmt, params)
+    new_rev = found[0][0] if found else None
     if new_rev is None:
         raise Conflict()
     return f"0-{new_rev}"

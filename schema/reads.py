@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
 from replication import RevTree, tree_from_data
+from schema import rawpg
 from schema.keys import chunks, fetch_by_ids, fetch_by_revs, owner_param
 from schema.tables import attachments, documents, revisions
 
@@ -210,7 +211,8 @@ async def get_docs_with_revisions(
     stored: dict[tuple[str, str], RevisionRow] = {}
     wanted = [p for p in dict.fromkeys(pairs) if "\x00" not in p[0]]
     for part in chunks(wanted):
-        result = await conn.execute(
+        result = await rawpg.rows(
+            conn,
             _docs_with_revisions_statement(),
             {
                 "db_id": db_id,

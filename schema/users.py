@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
 from replication import BadRequest, Conflict, NotFound
+from schema import rawpg
 from schema.databases import DATABASE_COLUMNS, Database
 from schema.tables import databases, local_docs, revoked_tokens, users
 
@@ -174,7 +175,8 @@ async def find_caller(
     with_db, with_local = db_name is not None, db_name is not None and local_id is not None
     stmt = _caller_statement(with_db, with_local, jti is not None)
     params = {"name": name, "db_name": db_name, "local_id": local_id, "jti": jti}
-    row = (await conn.execute(stmt, {k: v for k, v in params.items() if v is not None})).first()
+    found = await rawpg.rows(conn, stmt, {k: v for k, v in params.items() if v is not None})
+    row = found[0] if found else None
     if row is None:
         return Caller(None)
     values = list(row)

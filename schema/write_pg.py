@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.sqltypes import NullType
 
 from replication import DocEdit, NotFound
+from schema import rawpg
 from schema.batch import Batch, WriteResult
 from schema.databases import Database
 from schema.documents import prepare_batch
@@ -165,8 +166,8 @@ async def write_batch(conn: AsyncConnection, db: Database, batch: Batch) -> bool
     Raises the driver's serialization error (SQLSTATE 40001) when a concurrent write
     changed one of the documents since they were read.
     """
-    result = (await conn.execute(_WRITE, _params(db, batch))).scalar_one()
-    return result != -1
+    (row,) = await rawpg.rows(conn, _WRITE, _params(db, batch))
+    return row[0] != -1
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replication.conflicts import OpenRecord, live_leaves, plan_records
+from replication.conflicts import OpenRecord, live_leaves, needs_records, plan_records
 from replication.revtree import RevNode, RevTree
 
 A, B, C = "1-" + "a" * 32, "1-" + "b" * 32, "1-" + "c" * 32
@@ -114,3 +114,16 @@ def test_after_any_history_every_loser_has_exactly_one_record(
             continue
         records = apply(plan_records(t, records, {rev}), records, ids)
         check_invariant(t, records)
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), histories())
+def test_needs_records_is_true_exactly_when_either_side_has_two_live_leaves(
+    before_steps: list[tuple[str, str | None, bool]],
+    after_steps: list[tuple[str, str | None, bool]],
+) -> None:
+    """The write path's quick test agrees with the definition on any pair of trees."""
+    before, after = tree(*before_steps), tree(*after_steps)
+    expected = len(live_leaves(after)) > 1 or len(live_leaves(before)) > 1
+    assert needs_records(before, after) is expected
+    assert needs_records(None, after) is (len(live_leaves(after)) > 1)
