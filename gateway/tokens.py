@@ -9,6 +9,7 @@ disabled account takes effect on the next request, not at expiry.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,13 +35,15 @@ class AccessClaims:
 
 def make_access_token(secret: str, user: User, ttl_seconds: int) -> tuple[str, AccessClaims]:
     """Return a signed access token for ``user`` and its claims."""
-    now = int(time.time())
+    now = time.time()
     claims: dict[str, Any] = {
         "sub": user.name,
         "uid": user.id,
         "role": user.role,
-        "iat": now,
-        "exp": now + ttl_seconds,
+        "iat": int(now),
+        # JWT times are whole seconds: round the expiry up, so that a token is valid for at
+        # least its TTL (rounding down would cut up to a second off, all of a 1 s TTL)
+        "exp": math.ceil(now + ttl_seconds),
         "jti": uuid.uuid4().hex,
         "typ": "access",
         "iss": ISSUER,

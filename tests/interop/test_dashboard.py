@@ -31,8 +31,10 @@ try:
 except ImportError:  # pragma: no cover - the test extra installs it
     async_playwright = None  # type: ignore[assignment]
 
-CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM") or shutil.which("chromium") or (
-    "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
+CHROMIUM = (
+    os.environ.get("GATEWAY_TEST_CHROMIUM")
+    or shutil.which("chromium")
+    or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 )
 if async_playwright is None:
     SKIP: str | None = "needs Playwright for Python (pip install -e '.[test]')"
@@ -250,7 +252,7 @@ async def test_an_inspector_is_told_the_dashboard_is_for_managers(
     assert expected_problems(watched.problems) == []
 
 
-@pytest.mark.parametrize("settings", [1], indirect=True)  # access tokens live one second
+@pytest.mark.parametrize("settings", [2], indirect=True)  # access tokens live 2 to 3 seconds
 async def test_an_expired_access_token_is_refreshed_once_and_a_reload_resumes(
     live_gateway: LiveGateway, browser: Browser
 ) -> None:
@@ -258,7 +260,7 @@ async def test_an_expired_access_token_is_refreshed_once_and_a_reload_resumes(
     page = watched.page
     await sign_in(page, live_gateway, "manager")
     await expect(page.locator("#feed-status")).to_have_text("live", timeout=WAIT_MS)
-    await asyncio.sleep(2.2)  # let the access token expire (not an assertion)
+    await asyncio.sleep(3.2)  # let the access token expire (not an assertion)
     before = len(watched.requests)
     await page.click("#checkpoints-refresh")
     await page.click("#conflicts-refresh")
