@@ -9,7 +9,8 @@ from aiohttp import web
 
 from gateway.auth import PasswordCache, auth_middleware
 from gateway.cors import cors_middleware
-from gateway.errors import error_middleware
+from gateway.csrf import csrf_middleware
+from gateway.errors import error_middleware, mark_stream_started
 from gateway.idempotency import idempotency_middleware
 from gateway.keys import ENGINE, NOTIFIER, PASSWORD_CACHE, RATE_LIMITER, REDIS, SETTINGS
 from gateway.logging_mw import request_middleware, setup_observability
@@ -21,6 +22,7 @@ from gateway.restdb import READY, ensure_rest_databases
 from gateway.routes import setup_routes
 from gateway.settings import Settings
 from gateway.stats import setup_stats
+from gateway.urlcheck import url_middleware
 from schema.engine import make_engine
 
 if TYPE_CHECKING:
@@ -37,7 +39,9 @@ def create_app(settings: Settings, *, migrate: bool | None = None) -> web.Applic
             request_middleware,  # request id, metrics, access log: sees every response
             cors_middleware,
             error_middleware,
+            url_middleware,  # percent-escapes that are not UTF-8: 400
             auth_middleware,
+            csrf_middleware,  # cookie-authenticated writes from foreign pages: 403
             write_rate_limit_middleware,
             idempotency_middleware,
         ],
@@ -45,6 +49,7 @@ def create_app(settings: Settings, *, migrate: bool | None = None) -> web.Applic
     )
     app[SETTINGS] = settings
     setup_observability(app)
+    app.on_response_prepare.append(mark_stream_started)  # see error_middleware
     app[PASSWORD_CACHE] = PasswordCache()
     app[NOTIFIER] = FeedNotifier(settings.redis_url, settings.feed_poll_seconds)
     app[READY] = set()

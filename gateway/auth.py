@@ -11,7 +11,12 @@ address.  Each password verification reserves one attempt under both keys before
 and a good password gives it back, so a key over its limit is refused with 429 before any
 password is checked.  A cache hit (a password this instance verified recently) skips the
 limiter: it proves the caller already knows the password, and keeps PouchDB's Basic auth on
-every request free of Redis round trips.
+every request free of Redis round trips.  An unknown or disabled name is checked against a
+stand-in hash, so it costs the same scrypt work as a wrong password (no timing oracle).
+
+The ``AuthSession`` cookie is ``HttpOnly`` with a configurable ``SameSite`` (``Lax`` by
+default) and ``Secure`` over https; ``gateway.csrf`` checks where the writes it
+authenticates come from.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -33,11 +41,12 @@ from gateway.tokens import AccessClaims, read_access_token
 from replication import TooManyRequests, Unauthorized
 from schema.databases import DB_NAME_RE
 from schema.engine import read_transaction
-from schema.users import User, find_caller, verify_password
+from schema.users import User, find_caller, hash_password, verify_password
 
 SESSION_COOKIE = "AuthSession"
 SESSION_ALGORITHM = "HS256"
 SESSION_TTL_SECONDS = 600
+SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 CTX_KEY = "gateway_ctx"
 DB_KEY = "gateway_db"  # (name, Database | None) looked up with the user
 LOCAL_KEY = "gateway_local"  # (id, (rev, body) | None) looked up with the user
@@ -59,7 +68,12 @@ PUBLIC_ROUTES = {
     ("GET", "/dashboard"),
     ("HEAD", "/dashboard"),
 }
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/dashboard/")
+# the dashboard's files; matched with the slash, so a database named "dashboardx" is not public
+PUBLIC_PREFIXES = ("/dashboard/",)
+# Health probes never look at the caller: credentials a probe happens to send must not make
+# /healthz depend on the database (a liveness check would fail, and restart every instance,
+# exactly while PostgreSQL is away).
+PROBES = frozenset({"/healthz", "/readyz"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +156,20 @@ async def check_password(request: web.Request, name: str, user: User | None, pas
             f"Too many failed login attempts; retry in {decision.retry_after} seconds.",
             retry_after=decision.retry_after,
         )
-    if user is None or not cache.verify(user, password):
+    if user is None:
+        # the same scrypt work as a wrong password: response time tells no name's existence
+        verify_password(password, _unknown_user_hash())
+        raise Unauthorized("Name or password is incorrect.")
+    if not cache.verify(user, password):
         raise Unauthorized("Name or password is incorrect.")
     await limiter.refund([rule.key for rule in rules])  # a good password does not count
     return user
+
+
+@cache
+def _unknown_user_hash() -> str:
+    """A hash no password matches, checked for unknown and disabled names."""
+    return hash_password(secrets.token_urlsafe(32))
 
 
 def parse_basic(header: str) -> tuple[str, str]:
@@ -192,6 +216,46 @@ def read_session_cookie(secret: str, token: str) -> tuple[str, int]:
     if not isinstance(uid, int) or isinstance(uid, bool):
         raise Unauthorized("Invalid session.")
     return claims["sub"], uid
+
+
+def forwarded(request: web.Request, header: str) -> str | None:
+    """The last value of a proxy's ``X-Forwarded-*`` header, with ``GATEWAY_TRUST_PROXY``
+    only (the proxy in front appends it; what is left of it is whatever the client sent)."""
+    if not request.app[SETTINGS].trust_proxy:
+        return None
+    values = [v.strip() for line in request.headers.getall(header, []) for v in line.split(",")]
+    values = [v for v in values if v]
+    return values[-1] if values else None
+
+
+def is_https(request: web.Request) -> bool:
+    """Whether the browser reached the gateway over https (here, or at a trusted proxy)."""
+    return request.secure or (forwarded(request, "X-Forwarded-Proto") or "").lower() == "https"
+
+
+def _cookie_attributes(request: web.Request) -> dict[str, Any]:
+    """``HttpOnly`` (no script reads it), ``SameSite`` from the settings (``Lax`` by default),
+    ``Secure`` over https and always with ``SameSite=None`` (browsers demand it)."""
+    samesite = request.app[SETTINGS].session_cookie_samesite
+    return {
+        "path": "/",
+        "httponly": True,
+        "samesite": SAMESITE[samesite],
+        "secure": samesite == "none" or is_https(request),
+    }
+
+
+def set_session_cookie(request: web.Request, resp: web.StreamResponse, user: User) -> None:
+    """Set the ``AuthSession`` cookie for ``user`` on ``resp``."""
+    token = make_session_cookie(request.app[SETTINGS].secret_key, user)
+    resp.set_cookie(
+        SESSION_COOKIE, token, max_age=SESSION_TTL_SECONDS, **_cookie_attributes(request)
+    )
+
+
+def clear_session_cookie(request: web.Request, resp: web.StreamResponse) -> None:
+    """Expire the ``AuthSession`` cookie (same attributes, so every browser drops it)."""
+    resp.del_cookie(SESSION_COOKIE, **_cookie_attributes(request))
 
 
 async def authenticate(request: web.Request) -> RequestContext | None:
@@ -258,10 +322,23 @@ def context(request: web.Request) -> RequestContext:
     return ctx
 
 
+# Routes that exist to obtain credentials: stale ones sent along (an expired Bearer token an
+# HTTP client keeps attaching, an old AuthSession cookie) are ignored there, else a client
+# could never refresh or log in again.  A wrong Basic password on /_session is still a 401,
+# as in CouchDB.
+CREDENTIAL_ROUTES = frozenset({"/api/v1/auth/login", "/api/v1/auth/refresh"})
+
+
 def is_public(request: web.Request) -> bool:
-    return (request.method, request.path) in PUBLIC_ROUTES or request.path.startswith(
-        PUBLIC_PREFIXES
-    )
+    if (request.method, request.path) in PUBLIC_ROUTES:
+        return True
+    return request.method in ("GET", "HEAD") and request.path.startswith(PUBLIC_PREFIXES)
+
+
+def _ignores_stale_credentials(request: web.Request) -> bool:
+    if request.path in CREDENTIAL_ROUTES:
+        return True
+    return request.path == "/_session" and "Authorization" not in request.headers
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -270,9 +347,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate every request; refuse anonymous ones outside the public routes."""
-    if request.method == "OPTIONS":
+    if request.method == "OPTIONS" or (
+        request.method in ("GET", "HEAD") and request.path in PROBES
+    ):
         return await handler(request)
-    ctx = await authenticate(request)
+    try:
+        ctx = await authenticate(request)
+    except Unauthorized:
+        # a stale or foreign AuthSession cookie must not stop its holder from logging in
+        # again, asking who they are, or logging out (CouchDB ignores it there too); nor a
+        # stale token its holder's refresh or new login
+        if not _ignores_stale_credentials(request):
+            raise
+        ctx = None
     if ctx is None and not is_public(request):
         raise Unauthorized("You are not authorized to access this db.")
     if ctx is not None:

@@ -4,6 +4,11 @@ A scan reads ``documents`` in seq order, ``batch`` rows per query, up to a snaps
 database's ``update_seq`` taken first.  Writers commit in seq order (they hold the database
 row lock while they take seqs), so every change at or below that snapshot is already
 visible: ``last_seq`` may be the snapshot even when a filter matched nothing.
+
+A scan that reads document bodies (``include_docs``, a selector) sizes its queries by bytes
+too: it starts with ``FIRST_BODY_QUERY_ROWS`` rows, then picks each next row count from the
+bodies seen so that about ``BODY_BYTES_PER_QUERY`` come back, so what a feed holds while its
+client is slow stays bounded whatever the documents weigh.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from schema.changes import ChangeRow, read_changes
 from schema.databases import get_database
 from schema.engine import read_transaction
 from schema.reads import DocRow, RevisionRow
+
+BODY_BYTES_PER_QUERY = 1024 * 1024
+FIRST_BODY_QUERY_ROWS = 10
 
 
 @dataclass(slots=True)
@@ -58,10 +66,11 @@ async def scan(
     # Without a row filter every row read is a row sent: read no more than the limit needs.
     exact = params.selector is None and not params.design_only
     before = upto + 1
+    rows_per_query = min(batch, FIRST_BODY_QUERY_ROWS) if need_bodies else batch
     while params.limit is None or state.matched < params.limit:
-        size = batch
+        size = rows_per_query
         if exact and params.limit is not None:
-            size = max(1, min(batch, params.limit - state.matched))
+            size = max(1, min(size, params.limit - state.matched))
         async with read_transaction(engine) as conn:
             rows = await read_changes(
                 conn,
@@ -83,9 +92,14 @@ async def scan(
             if rendered is not None:
                 state.matched += 1
                 out.append((row.seq, rendered))
+        read = len(rows)
+        if need_bodies and rows:
+            body_bytes = sum(len(row.body or b"") for row in rows) or 1
+            rows_per_query = max(1, min(batch, BODY_BYTES_PER_QUERY * read // body_bytes))
+        del rows  # not kept while the caller sends (and maybe waits for a slow client)
         if out:
             yield out
-        if len(rows) < size:
+        if read < size:
             if not params.descending and (params.limit is None or state.matched < params.limit):
                 state.since = max(state.since, upto)
             return

@@ -1,8 +1,10 @@
 """The one place where errors become HTTP statuses, and the JSON error middleware.
 
 Domain code raises ``replication.errors`` classes (CouchDB ``error`` name + ``reason``);
-this table maps them to statuses like ``chttpd:error_info/1``.  Anything unknown is logged
-and becomes a 500 that exposes nothing.
+this table maps them to statuses like ``chttpd:error_info/1``.  A database that cannot
+answer (refused, reset, timed out, shutting down or starting up, out of connections: see
+``_unavailable``) is a 503 with ``Retry-After``.  Anything unknown is logged and becomes a
+500 that exposes nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway.logs import request_id
 from replication import errors as e
@@ -53,6 +56,8 @@ HTTP_ERROR_NAMES = {
     429: "too_many_requests",
 }
 
+UNAVAILABLE_RETRY_AFTER = "2"  # seconds, on every 503 for an unreachable database
+
 
 def status_of(exc: e.GatewayError) -> int:
     """Return the HTTP status for a domain error (walking its class hierarchy)."""
@@ -78,30 +83,97 @@ def response_for(exc: e.GatewayError) -> web.Response:
     extra = {"fields": list(exc.paths)} if isinstance(exc, e.MergeConflict) else None
     resp = error_response(status_of(exc), exc.error, exc.reason, extra)
     if isinstance(exc, e.Unauthorized):
-        resp.headers["WWW-Authenticate"] = 'Basic realm="gateway"'
+        # Never a Basic challenge: a browser would prompt, then attach the typed credentials
+        # to every request to the gateway, cross-site forms included (ambient, like a cookie;
+        # see gateway.csrf).  CouchDB sends none by default; clients send Basic unasked.
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
     elif isinstance(exc, e.TooManyRequests) and exc.retry_after is not None:
         resp.headers["Retry-After"] = str(max(1, exc.retry_after))
+    elif isinstance(exc, e.ServiceUnavailable) and exc.error == "service_unavailable":
+        resp.headers["Retry-After"] = UNAVAILABLE_RETRY_AFTER  # not for "not_configured"
     return resp
+
+
+# SQLSTATEs of a database that is not there right now (shutting down, starting up, out of
+# connections, the connection lost) rather than of a bad statement: 503, retry later.
+UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error: the driver's error or the one it was raised from
+    (asyncpg's errors reach SQLAlchemy as a generic ``Error`` carrying it)."""
+    seen = exc
+    for _ in range(3):
+        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        cause = seen.__cause__
+        if cause is None:
+            return None
+        seen = cause
+    return None
 
 
 def _unavailable(exc: DBAPIError) -> bool:
     """Tell whether a database error means "unreachable" (503) rather than a bug (500)."""
-    return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+    if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    code = _sqlstate(exc.orig) if exc.orig is not None else None
+    return code is not None and code.startswith(UNAVAILABLE_SQLSTATES)
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the client's own connection is closed (a reset or timeout was theirs)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _unavailable_response(request: web.Request, exc: BaseException) -> web.Response:
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+    resp = error_response(503, "service_unavailable", "The database is unavailable; retry.")
+    resp.headers["Retry-After"] = UNAVAILABLE_RETRY_AFTER
+    return resp
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+STREAM_STARTED: web.RequestKey[bool] = web.RequestKey("gateway_stream_started", bool)
+
+
+async def mark_stream_started(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the response's headers are going out.  When that happens
+    inside the handler (a streamed answer: a feed), an error can no longer be answered."""
+    request[STREAM_STARTED] = True
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error into a CouchDB-shaped JSON body; never leak internals."""
+    """Turn every error into a CouchDB-shaped JSON body; never leak internals.
+
+    An error after the handler started a streamed answer cannot be answered (a second
+    response would be written into the first one's body, and a client reading it would
+    wait forever): the connection is cut instead, so the client sees a truncated response
+    and retries, as CouchDB clients do."""
     try:
         return await handler(request)
-    except e.GatewayError as exc:
-        return response_for(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:
+        resp = _answer(request, exc)
+        if resp is None:
             raise
+    if request.get(STREAM_STARTED) and request.transport is not None:
+        request.transport.abort()
+    return resp
+
+
+def _answer(request: web.Request, exc: Exception) -> web.Response | None:
+    """The error response for ``exc``; None when it must propagate (a redirect, a client
+    that is gone)."""
+    if isinstance(exc, e.GatewayError):
+        return response_for(exc)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            return None
         name = HTTP_ERROR_NAMES.get(exc.status, "error")
         reason = exc.reason if exc.status != 413 else "The request entity is too large."
         resp = error_response(exc.status, name, reason)
@@ -109,21 +181,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if header in exc.headers:
                 resp.headers[header] = exc.headers[header]
         return resp
-    except (ConnectionResetError, TimeoutError):
-        raise
-    except (DBAPIError, OSError) as exc:
+    if isinstance(exc, (ConnectionResetError, TimeoutError)):
+        if _client_gone(request):
+            return None  # nobody to answer
+        # the database (or another dependency) reset the connection or did not answer
+        return _unavailable_response(request, exc)
+    if isinstance(exc, (DBAPIError, OSError, PoolTimeout)):
         if isinstance(exc, DBAPIError) and not _unavailable(exc):
             log.exception("database error on %s %s", request.method, request.path)
             return error_response(500, "internal_server_error", "An internal error occurred.")
-        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
-        resp = error_response(503, "service_unavailable", "The database is unavailable; retry.")
-        resp.headers["Retry-After"] = "2"
-        return resp
-    except Exception:
-        log.exception(
-            "unhandled error on %s %s",
-            request.method,
-            request.path,
-            extra={"request_id": request_id.get()},  # also for handlers without our formatter
-        )
-        return error_response(500, "internal_server_error", "An internal error occurred.")
+        # PoolTimeout: every pooled connection stayed busy for the pool's timeout
+        return _unavailable_response(request, exc)
+    log.exception(
+        "unhandled error on %s %s",
+        request.method,
+        request.path,
+        extra={"request_id": request_id.get()},  # also for handlers without our formatter
+    )
+    return error_response(500, "internal_server_error", "An internal error occurred.")

@@ -16,11 +16,17 @@ A ``POST``/``PUT``/``PATCH``/``DELETE`` under ``/api/v1/`` that carries an ``Ide
   stale version or a 400 is the answer to *that* request, and replaying it is what makes a
   retry safe); a 5xx, an exception or a streamed answer drops the claim so a retry runs.
 
-A claim in progress expires after ``CLAIM_LEASE`` (a crashed instance does not block the key
-for a day); the stored answer lives ``KEY_TTL`` from when it was stored.  Expired rows count
-as absent and are replaced atomically; ``gateway idempotency purge`` deletes them.  If the
-process dies between the handler's commit and storing its answer, a retry after the lease
-runs again: the write and the stored answer are separate transactions.
+Crashes.  A claim lives ``CLAIM_LEASE`` (seconds, not minutes) and the running request
+renews it every ``RENEW_EVERY``, so a claim whose instance died (SIGKILL, power loss) frees
+itself within one lease and the client's retry runs; a live request keeps its claim however
+long it takes.  Handlers that write in one transaction store their answer *inside* it
+(``store_with_write``, used by the inspections and batch-sync routes): the write and its
+stored answer commit together, so a crash between the two cannot exist, and a request whose
+claim was taken over after its lease ran out (an instance stalled longer than the lease)
+cannot commit its write: it answers 409 ``request_in_progress`` and the retry's answer is
+the one stored.  Other handlers store their answer right after they return; for them, an
+instance dying between the handler's commit and that store leaves a claim that a retry
+after the lease runs again.
 
 The auth routes (``/api/v1/auth/*``) are excluded: login and refresh answer with fresh
 secrets, which must not be kept in the database nor handed out again (a replayed refresh
@@ -34,18 +40,20 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
 from aiohttp import hdrs, web
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.auth import CTX_KEY
 from gateway.errors import error_middleware, error_response
 from gateway.jsonio import read_body
 from gateway.keys import ENGINE
-from replication import BadRequest
+from replication import BadRequest, Conflict
 from schema.engine import write_transaction
-from schema.idempotency import StoredKey, claim_key, release_key, store_response
+from schema.idempotency import StoredKey, claim_key, release_key, renew_claim, store_response
 
 log = logging.getLogger("gateway.idempotency")
 
@@ -54,12 +62,36 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 MAX_CONTENT_TYPE = 100  # the column's size
 KEY_TTL = timedelta(hours=24)
-CLAIM_LEASE = timedelta(minutes=5)  # far beyond any request (SQLite waits 60 s for its lock)
+CLAIM_LEASE = timedelta(seconds=10)  # a dead instance's claim blocks its key this long at most
+RENEW_EVERY = 3.0  # seconds: a running request extends its claim's lease this often
+RELEASE_RETRY_SECONDS = 0.5  # a claim the database was away for: retry releasing it this often
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 API_PREFIX = "/api/v1/"
 EXCLUDED_PREFIX = "/api/v1/auth/"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class ActiveClaim:
+    """The claim a running request holds (``request[CLAIM]``)."""
+
+    user_id: int
+    key: str
+    token: datetime
+    stored: bool = False  # the answer was stored inside the handler's write transaction
+    lost: bool = False  # the lease ran out and another request took the key over
+
+
+CLAIM: web.RequestKey[ActiveClaim] = web.RequestKey("gateway_idempotency_claim", ActiveClaim)
+_RENEWALS: set[asyncio.Task[None]] = set()  # keeps the renewal tasks referenced
+
+
+class ClaimLost(Conflict):
+    """The request's claim was taken over: its write must not commit (409)."""
+
+    error = "request_in_progress"
+    default_reason = f"A request with this {HEADER} is still being processed; retry shortly."
 
 
 def applies(request: web.Request) -> bool:
@@ -146,6 +178,83 @@ def _storable(resp: web.StreamResponse) -> tuple[str, bytes] | None:
     return content_type, body
 
 
+async def store_with_write(
+    request: web.Request, conn: AsyncConnection, resp: web.StreamResponse
+) -> None:
+    """Store ``resp`` as the answer to the request's ``Idempotency-Key`` inside the caller's
+    write transaction, so the write and its stored answer commit together or not at all.
+
+    Nothing to do without a key or for an answer that is not stored (a 5xx).  Raises
+    ``ClaimLost`` when another request took the key over (this one outlived its lease): the
+    caller's transaction must roll back, and the client is told to retry.
+    """
+    claim = request.get(CLAIM)
+    stored = _storable(resp)
+    if claim is None or stored is None:
+        return
+    content_type, body = stored
+    kept = await store_response(
+        conn, claim.user_id, claim.key, claim.token, status=resp.status,
+        content_type=content_type, body=body, expires_at=datetime.now(UTC) + KEY_TTL,
+    )  # fmt: skip
+    if not kept:
+        claim.lost = True
+        raise ClaimLost()
+    claim.stored = True
+
+
+async def _keep_claimed(engine: AsyncEngine, claim: ActiveClaim, done: asyncio.Event) -> None:
+    """Renew ``claim``'s lease every ``RENEW_EVERY`` seconds until ``done`` is set."""
+    while True:
+        try:
+            await asyncio.wait_for(done.wait(), RENEW_EVERY)
+            return
+        except TimeoutError:
+            pass
+        try:
+            async with write_transaction(engine) as conn:
+                alive = await renew_claim(
+                    conn, claim.user_id, claim.key, claim.token,
+                    expires_at=datetime.now(UTC) + CLAIM_LEASE,
+                )  # fmt: skip
+        except Exception as exc:  # the request itself meets the same trouble and answers it
+            log.warning("could not renew an %s claim: %s", HEADER, exc)
+            continue
+        if not alive:
+            return
+
+
+def _keep_claimed_in_background(engine: AsyncEngine, claim: ActiveClaim) -> asyncio.Event:
+    """Start renewing ``claim``; set the returned event to stop.  The task is never awaited
+    by the request (a renewal waiting for a lock must not delay the answer)."""
+    done = asyncio.Event()
+    task = asyncio.create_task(_keep_claimed(engine, claim, done))
+    _RENEWALS.add(task)
+    task.add_done_callback(_RENEWALS.discard)
+    return done
+
+
+async def _release_when_back(engine: AsyncEngine, user_id: int, key: str, token: datetime) -> None:
+    """Release a claim the database was away for once it answers again (a request that
+    failed because the database went away), so the client's retry runs as soon as the
+    database is back rather than when the lease runs out; given up with the lease."""
+    deadline = datetime.now(UTC) + CLAIM_LEASE
+    while datetime.now(UTC) < deadline:
+        await asyncio.sleep(RELEASE_RETRY_SECONDS)
+        try:
+            async with write_transaction(engine) as conn:
+                await release_key(conn, user_id, key, token)
+            return
+        except Exception:
+            continue
+
+
+def _release_in_background(engine: AsyncEngine, user_id: int, key: str, token: datetime) -> None:
+    task = asyncio.create_task(_release_when_back(engine, user_id, key, token))
+    _RENEWALS.add(task)
+    task.add_done_callback(_RENEWALS.discard)
+
+
 @web.middleware
 async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Run a keyed mutating request at most once per (user, key); replay its answer."""
@@ -168,23 +277,33 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         if claim.existing is None:  # claimed and released under us, repeatedly
             return _replay(StoredKey(hashed, None, None, None), hashed)
         return _replay(claim.existing, hashed)
+    active = ActiveClaim(user_id, key, token)
+    request[CLAIM] = active
 
     async def release() -> None:
         try:
             async with write_transaction(engine) as conn:
                 await release_key(conn, user_id, key, token)
-        except Exception:
-            log.exception("could not release %s claim; it frees itself after its lease", HEADER)
+        except Exception as exc:  # the database is away: keep trying while the lease runs
+            log.warning("could not release an %s claim (%s); retrying", HEADER, exc)
+            _release_in_background(engine, user_id, key, token)
 
+    renewing = _keep_claimed_in_background(engine, active)
     try:
         # Errors become answers here (not in the outer error middleware) so 4xx are stored.
         resp = await error_middleware(request, handler)
     except BaseException:
         await asyncio.shield(release())
         raise
+    finally:
+        renewing.set()
+    if active.lost:  # another request holds the key now; its answer will be the stored one
+        return _replay(StoredKey(hashed, None, None, None), hashed)
     stored = _storable(resp)
     if stored is None:
         await release()
+        return resp
+    if active.stored:
         return resp
     content_type, body_out = stored
     try:

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.keys import SETTINGS
 from replication import BadRequest, TooLarge
 from replication.errors import UnsupportedMediaType
 
@@ -38,6 +39,56 @@ def loads(raw: bytes | str) -> Any:
         raise BadRequest("Request body is not valid JSON") from exc
 
 
+def nests_deeper(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels deep in ``value`` (a value
+    parsed from JSON).
+
+    ``{}`` and ``[]`` are one level, ``{"a": [1]}`` two, a scalar none.  Measured in C, not
+    by walking the containers in Python (several times slower): orjson's indented output puts
+    each member of a container of level k on a line of its own, indented 2k spaces (a string
+    never holds a raw line break).  So only a value at least ``limit`` deep has lines indented
+    ``2 * limit`` spaces, and it is deeper exactly when one of them is indented further (a
+    member of a level ``limit + 1`` container) or holds an empty container (``[]``, ``{}``,
+    last on the line: a string value ends with a quote).
+    """
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:  # orjson writes at most 254 levels: deeper than any limit
+        return True
+    margin = b"\n" + b" " * (2 * limit)
+    start = text.find(margin)
+    while start != -1:
+        start += len(margin)
+        end = text.find(b"\n", start)
+        line = text[start:] if end == -1 else text[start:end]
+        if line.startswith(b" ") or line.rstrip(b",").endswith((b"[]", b"{}")):
+            return True
+        start = -1 if end == -1 else text.find(margin, end)
+    return False
+
+
+def check_depth(raw: bytes, value: Any, limit: int, what: str = "Request body") -> None:
+    """Refuse ``value`` (parsed from the JSON text ``raw``) if it nests deeper than ``limit``.
+
+    Cheap on the common case: JSON text with at most ``limit`` opening brackets cannot nest
+    deeper, so the value is only measured when the bytes hold more (two ``count`` calls).
+    """
+    if raw.count(b"[") + raw.count(b"{") > limit and nests_deeper(value, limit):
+        raise too_deep(what, limit)
+
+
+def too_deep(what: str, limit: int) -> BadRequest:
+    """The error for JSON nested deeper than ``limit`` (400 ``bad_request``)."""
+    return BadRequest(
+        f"{what} nests arrays and objects more than {limit} levels deep (GATEWAY_MAX_JSON_DEPTH)."
+    )
+
+
+def depth_limit(request: web.Request) -> int:
+    """The configured nesting limit (``GATEWAY_MAX_JSON_DEPTH``)."""
+    return request.app[SETTINGS].max_json_depth
+
+
 async def read_body(request: web.Request) -> bytes:
     """Read the request body, answering 413 when it exceeds the configured limit."""
     try:
@@ -46,20 +97,31 @@ async def read_body(request: web.Request) -> bytes:
         raise TooLarge() from exc
 
 
-async def read_json(request: web.Request, *, require_type: bool = True) -> Any:
-    """Read and parse a JSON request body (415 for another content type)."""
+async def read_json(
+    request: web.Request, *, require_type: bool = True, envelope: int | None = 0
+) -> Any:
+    """Read and parse a JSON request body (415 for another content type).
+
+    The body may nest ``GATEWAY_MAX_JSON_DEPTH`` levels plus ``envelope``, the levels a
+    route wraps around the documents it carries (``{"operations": [{"data": doc}]}``: 3), so
+    a document is held to the same limit on every route; ``None``: the caller checks each
+    document itself (``_bulk_docs`` refuses a too deep one in its row, not the batch).
+    """
     if require_type and request.content_type not in (JSON, "text/plain", ""):
         if not request.content_type.endswith("+json"):
             raise UnsupportedMediaType()
     raw = await read_body(request)
     if not raw:
         raise BadRequest("Request body is empty")
-    return loads(raw)
+    data = loads(raw)
+    if envelope is not None:
+        check_depth(raw, data, depth_limit(request) + envelope)
+    return data
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """Read a JSON body that must be an object."""
-    data = await read_json(request)
+async def read_json_object(request: web.Request, *, envelope: int | None = 0) -> dict[str, Any]:
+    """Read a JSON body that must be an object (``envelope``: see ``read_json``)."""
+    data = await read_json(request, envelope=envelope)
     if not isinstance(data, dict):
         raise BadRequest("Request body must be a JSON object")
     return data
@@ -101,9 +163,11 @@ def query_json(request: web.Request, name: str) -> Any:
     if raw is None:
         return None
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"Parameter {name} is not valid JSON") from exc
+    check_depth(raw.encode("utf-8", "surrogatepass"), value, depth_limit(request), name)
+    return value
 
 
 def row_error(doc_id: str | None, exc: Any) -> dict[str, Any]:

@@ -10,6 +10,11 @@ only while someone is waiting, the databases being waited on — one query for a
 however many listeners there are — and wakes those that moved past their floor.  So a lost
 notification (a Redis restart, a write made by the CLI) delays a change but never loses
 it, and idle listeners cost nothing per listener.
+
+Publishing never holds up the write that caused it: it runs in the background on a client
+with short timeouts, and after a failure (Redis down, or hung) it is skipped for
+``PUBLISH_RETRY_SECONDS`` (the slow poll covers those changes), so an unreachable Redis
+costs a write nothing and a hung one cannot pile up waiting publishes.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from sqlalchemy import select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +33,8 @@ from schema.tables import databases
 log = logging.getLogger("gateway.notifier")
 CHANNEL_PREFIX = "gateway:db:"
 ANY = "*"  # the event of "any database changed" (no database can be named "*")
+PUBLISH_TIMEOUT_SECONDS = 1.0  # connect and reply timeout of one publish
+PUBLISH_RETRY_SECONDS = 5.0  # after a failed publish, publishing pauses this long
 
 
 class FeedNotifier:
@@ -36,7 +44,10 @@ class FeedNotifier:
         self._events: dict[str, asyncio.Event] = {}
         self._floors: dict[str, int] = {}  # the lowest position a waiting listener has seen
         self._redis_url = redis_url
-        self._redis = None
+        self._redis = None  # the subscription's client
+        self._publisher = None  # short timeouts, no retries: publishing is best effort
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._paused_until: float | None = None  # set while publishing fails
         self._task: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._poll_seconds = poll_seconds
@@ -63,13 +74,27 @@ class FeedNotifier:
                 event.set()
 
     async def notify(self, db: str) -> None:
-        """Wake local listeners of ``db`` and publish the change to other instances."""
+        """Wake local listeners of ``db`` and publish the change to other instances (in the
+        background: the caller never waits for Redis)."""
         self._wake(db)
-        if self._redis is not None:
-            try:
-                await self._redis.publish(CHANNEL_PREFIX + db, b"1")
-            except Exception as exc:  # Redis down: local wake-ups and polling still work.
-                log.warning("redis publish failed: %s", exc)
+        paused = self._paused_until is not None and time.monotonic() < self._paused_until
+        if self._publisher is not None and not paused:
+            task = asyncio.create_task(self._publish(db))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, db: str) -> None:
+        assert self._publisher is not None
+        try:
+            await self._publisher.publish(CHANNEL_PREFIX + db, b"1")
+        except Exception as exc:  # Redis down or hung: local wake-ups and polling still work
+            if self._paused_until is None:
+                log.warning("redis publish failed (%s); other instances poll meanwhile", exc)
+            self._paused_until = time.monotonic() + PUBLISH_RETRY_SECONDS
+            return
+        if self._paused_until is not None:
+            log.warning("redis publish works again")
+            self._paused_until = None
 
     async def start(self, engine: AsyncEngine | None = None) -> None:
         """Start the slow poll over ``engine`` and, with Redis configured, relay its messages."""
@@ -80,6 +105,7 @@ class FeedNotifier:
         import redis.asyncio as aioredis
 
         self._redis = aioredis.from_url(self._redis_url)
+        self._publisher = _publishing_client(self._redis_url)
         self._task = asyncio.create_task(self._relay())
 
     async def _poll(self, engine: AsyncEngine) -> None:
@@ -140,16 +166,32 @@ class FeedNotifier:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self._redis is not None:
-            await self._redis.aclose()
+        for task in list(self._publishing):
+            task.cancel()
+        await asyncio.gather(*self._publishing, return_exceptions=True)
+        for client in (self._redis, self._publisher):
+            if client is not None:
+                await client.aclose()
+
+
+def _publishing_client(redis_url: str):  # type: ignore[no-untyped-def]
+    """A Redis client for publishing: a dead or hung Redis costs at most the timeout."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return aioredis.from_url(
+        redis_url,
+        socket_connect_timeout=PUBLISH_TIMEOUT_SECONDS,
+        socket_timeout=PUBLISH_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 async def publish_once(redis_url: str, db: str) -> None:
     """Wake every instance's listeners of ``db`` from outside a server (the CLI); without
     Redis they catch up at their next slow poll."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(redis_url)
+    client = _publishing_client(redis_url)
     try:
         await client.publish(CHANNEL_PREFIX + db, b"1")
     except Exception as exc:

@@ -24,6 +24,33 @@ STR: Schema = {"type": "string"}
 INT: Schema = {"type": "integer"}
 OBJ: Schema = {"type": "object"}
 
+# Client-settable fields.  A request body lists them with ``additionalProperties: false``; a
+# response adds the server's fields, so it cannot be an ``allOf`` of a closed schema (JSON
+# Schema's ``additionalProperties`` does not see the properties of a sibling ``allOf``).
+INSPECTION_FIELDS: Schema = {
+    "template_id": STR,
+    "title": STR,
+    "site": {},
+    "status": {"enum": ["draft", "submitted", "approved", "rejected"]},
+    "responses": OBJ,
+    "submitted_at": {"type": ["string", "null"]},
+}
+TEMPLATE_FIELDS: Schema = {
+    "name": STR,
+    "description": STR,
+    "fields": {"type": "array", "items": OBJ, "maxItems": 1000},
+    "active": {"type": "boolean"},
+}
+
+
+def closed(properties: Schema, required: tuple[str, ...] = ()) -> Schema:
+    """An object with exactly these members (a request body)."""
+    out: Schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
 SCHEMAS: dict[str, Schema] = {
     "Error": {
         "type": "object",
@@ -41,33 +68,18 @@ SCHEMAS: dict[str, Schema] = {
             "expires_in": INT,
         },
     },
-    "InspectionFields": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "template_id": STR,
-            "title": STR,
-            "site": {},
-            "status": {"enum": ["draft", "submitted", "approved", "rejected"]},
-            "responses": OBJ,
-            "submitted_at": {"type": ["string", "null"]},
-        },
-    },
+    "InspectionFields": closed(INSPECTION_FIELDS),
     "Inspection": {
-        "allOf": [
-            ref("InspectionFields"),
-            {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string", "format": "uuid"},
-                    "version": INT,
-                    "rev": STR,
-                    "inspector": STR,
-                    "created_at": STR,
-                    "updated_at": STR,
-                },
-            },
-        ]
+        "type": "object",
+        "properties": {
+            **INSPECTION_FIELDS,
+            "id": {"type": "string", "format": "uuid"},
+            "version": INT,
+            "rev": STR,
+            "inspector": STR,
+            "created_at": STR,
+            "updated_at": STR,
+        },
     },
     "Operation": {
         "type": "object",
@@ -93,31 +105,18 @@ SCHEMAS: dict[str, Schema] = {
             "current": ref("Inspection"),
         },
     },
-    "TemplateFields": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "name": STR,
-            "description": STR,
-            "fields": {"type": "array", "items": OBJ, "maxItems": 1000},
-            "active": {"type": "boolean"},
-        },
-    },
+    "TemplateFields": closed(TEMPLATE_FIELDS),
     "Template": {
-        "allOf": [
-            ref("TemplateFields"),
-            {
-                "type": "object",
-                "properties": {
-                    "id": STR,
-                    "version": INT,
-                    "rev": STR,
-                    "created_at": STR,
-                    "updated_at": STR,
-                    "updated_by": STR,
-                },
-            },
-        ]
+        "type": "object",
+        "properties": {
+            **TEMPLATE_FIELDS,
+            "id": STR,
+            "version": INT,
+            "rev": STR,
+            "created_at": STR,
+            "updated_at": STR,
+            "updated_by": STR,
+        },
     },
     "Photo": {
         "type": "object",
@@ -211,6 +210,12 @@ MUTATING_ERRORS = (
     ("429", "too_many_requests (see Retry-After)"),
 )
 ERROR_JSON = {"application/json": {"schema": ERROR}}
+TOO_LARGE = {
+    "description": "too_large: the body is above GATEWAY_MAX_REQUEST_BYTES; "
+    "document_too_large: a document above GATEWAY_MAX_DOCUMENT_BYTES",
+    "content": ERROR_JSON,
+}
+BAD_CONTENT_TYPE = {"description": "bad_content_type: the body is not JSON", "content": ERROR_JSON}
 
 # (method, path, summary, parameters, request body, answers)
 OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None, dict[str, Schema]]] = [
@@ -227,32 +232,32 @@ OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None, dict[str, Sch
     ("get", "/api/v1/auth/me", "The caller", [], None, dict([_answer(200, "user", OBJ)])),
     ("get", "/api/v1/checkpoints", "The checkpoint registry (staff)",
      [_q("user"), _q("db")], None,
-     dict([_answer(200, "checkpoints", _list_of(ref("Checkpoint")))])),
+     dict([_answer(200, "checkpoints", _list_of(ref("Checkpoint"))),
+           _answer(403, "not a manager or admin", ERROR)])),
     ("delete", "/api/v1/checkpoints", "Delete or rewind a user's checkpoints (admins)",
      [_q("user", description="required"), _q("db"), _q("id"), _q("to_seq", INT),
       _q("dry_run", {"type": "boolean"})], None,
-     dict([_answer(200, "what changed", OBJ), _answer(404, "no such user", ERROR)])),
+     dict([_answer(200, "what changed", OBJ), _answer(404, "no such user", ERROR),
+           _answer(403, "not an admin", ERROR)])),
     ("get", "/api/v1/inspections", "List inspections (the caller's, or all for staff)",
      [_q("status"), _q("template_id"), _q("inspector"), _q("limit", INT), _q("cursor")], None,
      dict([_answer(200, "a page", _list_of(ref("Inspection")))])),
     ("post", "/api/v1/inspections", "Create an inspection", [IDEMPOTENCY],
-     _body({"allOf": [ref("InspectionFields"),
-                      {"type": "object", "properties": {"id": {"format": "uuid", **STR}}}]}),
+     _body(closed({**INSPECTION_FIELDS, "id": {"format": "uuid", **STR}})),
      dict([_answer(201, "created", ref("Inspection")), _answer(409, "id taken", ERROR),
            _answer(403, "workflow", ERROR)])),
     ("get", "/api/v1/inspections/{inspection_id}", "Read an inspection", [], None,
      dict([_answer(200, "the inspection", ref("Inspection")), _answer(404, "missing", ERROR)])),
     ("patch", "/api/v1/inspections/{inspection_id}", "Update with the current version",
      [IDEMPOTENCY],
-     _body({"allOf": [ref("InspectionFields"),
-                      {"type": "object", "required": ["version"],
-                       "properties": {"version": INT}}]}),
+     _body(closed({**INSPECTION_FIELDS, "version": INT}, ("version",))),
      dict([_answer(200, "updated", ref("Inspection")),
            _answer(409, "stale version: the server's copy and a conflict_id", ERROR),
            _answer(403, "workflow", ERROR), _answer(404, "missing", ERROR)])),
     ("delete", "/api/v1/inspections/{inspection_id}", "Soft delete (a tombstone)",
      [_q("version", INT, "required"), IDEMPOTENCY], None,
-     dict([_answer(200, "deleted", OBJ), _answer(409, "stale version", ERROR)])),
+     dict([_answer(200, "deleted", OBJ), _answer(409, "stale version", ERROR),
+           _answer(403, "workflow", ERROR), _answer(404, "missing", ERROR)])),
     ("post", "/api/v1/sync/batch", "Up to 100 operations, each applied on its own",
      [IDEMPOTENCY],
      _body({"type": "object", "required": ["operations"],
@@ -266,14 +271,14 @@ OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None, dict[str, Sch
      [_q("since", INT), _q("limit", INT)], None,
      dict([_answer(200, "changes", {"type": "object", "properties": {
          "results": {"type": "array", "items": OBJ}, "last_seq": INT,
-         "has_more": {"type": "boolean"}}})])),
+         "has_more": {"type": "boolean"}}}),
+           _answer(429, "too_many_requests: the sync rate limit (see Retry-After)", ERROR)])),
     ("get", "/api/v1/templates", "List templates (strong ETag, If-None-Match → 304)",
      [_q("limit", INT), _q("cursor"), {"name": "If-None-Match", "in": "header", "schema": STR}],
      None, dict([_answer(200, "a page", _list_of(ref("Template"))),
                  _answer(304, "not modified")])),
     ("post", "/api/v1/templates", "Create a template (managers, admins)", [IDEMPOTENCY],
-     _body({"allOf": [ref("TemplateFields"), {"type": "object", "required": ["name"],
-                                               "properties": {"id": STR}}]}),
+     _body(closed({**TEMPLATE_FIELDS, "id": STR}, ("name",))),
      dict([_answer(201, "created", ref("Template")), _answer(403, "not staff", ERROR),
            _answer(409, "id taken", ERROR)])),
     ("get", "/api/v1/templates/{template_id}", "Read a template (strong ETag)",
@@ -282,12 +287,13 @@ OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None, dict[str, Sch
            _answer(404, "missing", ERROR)])),
     ("patch", "/api/v1/templates/{template_id}", "Update a template with its version",
      [IDEMPOTENCY],
-     _body({"allOf": [ref("TemplateFields"), {"type": "object", "required": ["version"],
-                                               "properties": {"version": INT}}]}),
-     dict([_answer(200, "updated", ref("Template")), _answer(409, "stale version", ERROR)])),
+     _body(closed({**TEMPLATE_FIELDS, "version": INT}, ("version",))),
+     dict([_answer(200, "updated", ref("Template")), _answer(409, "stale version", ERROR),
+           _answer(403, "not staff", ERROR), _answer(404, "missing", ERROR)])),
     ("delete", "/api/v1/templates/{template_id}", "Delete a template (a tombstone)",
      [_q("version", INT, "required"), IDEMPOTENCY], None,
-     dict([_answer(200, "deleted", OBJ), _answer(409, "stale version", ERROR)])),
+     dict([_answer(200, "deleted", OBJ), _answer(409, "stale version", ERROR),
+           _answer(403, "not staff", ERROR), _answer(404, "missing", ERROR)])),
     ("post", "/api/v1/photos/upload-params",
      "Signed Cloudinary direct-upload parameters for an inspection", [IDEMPOTENCY],
      _body({"type": "object", "required": ["inspection_id"],
@@ -319,12 +325,14 @@ OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None, dict[str, Sch
                            "body": OBJ}}),
      dict([_answer(200, "resolved; `rev` is the document's new revision",
                    ref("ConflictRecord")),
-           _answer(409, "already resolved, or a merge with clashing `fields`", ERROR)])),
+           _answer(409, "already resolved, or a merge with clashing `fields`", ERROR),
+           _answer(404, "no such conflict (or not yours)", ERROR)])),
     ("get", "/api/v1/activity", "What changed where and by whom, across databases (staff)",
      [_q("since", description="the token of the previous answer"), _q("limit", INT),
       _q("feed", {"enum": ["normal", "longpoll"]}), _q("timeout", INT)], None,
      dict([_answer(200, "changes and the next `since` token", {"type": "object", "properties": {
-         "results": {"type": "array", "items": OBJ}, "since": STR}})])),
+         "results": {"type": "array", "items": OBJ}, "since": STR}}),
+           _answer(403, "not a manager or admin", ERROR)])),
     ("get", "/api/v1/activity/stats", "Documents in (written) and out (served) per minute (staff)",
      [_q("minutes", INT, "how many minutes up to now, 1 to 180 (default 60)")], None,
      dict([_answer(200, "oldest minute first", {"type": "object", "properties": {
@@ -353,6 +361,8 @@ def document() -> bytes:
         }
         if body is not None:
             operation["requestBody"] = body
+            operation["responses"].setdefault("413", TOO_LARGE)
+            operation["responses"].setdefault("415", BAD_CONTENT_TYPE)
         if IDEMPOTENCY in params:  # mutating: idempotency keys and the write rate limit
             for status, text in MUTATING_ERRORS:
                 found = operation["responses"].get(status)

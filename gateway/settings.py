@@ -18,6 +18,9 @@ from dotenv import dotenv_values
 
 _CLOUDINARY_URL = re.compile(r"cloudinary://[^:@/]+:[^@/]+@[^/?#]+(/[^?#]*)?(\?[^#]*)?")
 SECRET_NAMES = ("secret_key", "cloudinary_url", "database_url", "redis_url")
+# Responses wrap a document in a few levels (a batch result, a conflict record) and orjson
+# writes at most 254: documents may nest up to this deep, whatever the setting asks.
+MAX_JSON_DEPTH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +44,14 @@ class Settings:
     db_pool_size: int = 20
     max_request_bytes: int = 64 * 1024 * 1024
     max_document_bytes: int = 8 * 1024 * 1024
+    max_json_depth: int = 100
     max_attachment_bytes: int = 10 * 1024 * 1024
     max_bulk_docs: int = 10_000
     changes_batch_size: int = 1000
     feed_poll_seconds: float = 5.0
     default_heartbeat_ms: int = 60_000
     max_feed_timeout_ms: int = 3_600_000
+    feed_send_timeout_seconds: float = 60.0
     log_level: str = "INFO"
     log_format: str = "json"  # json | text
     metrics_public: bool = True
@@ -59,6 +64,7 @@ class Settings:
     write_rate_per_device: int = 300
     write_rate_window_seconds: int = 60
     trust_proxy: bool = False
+    session_cookie_samesite: str = "lax"  # lax | strict | none (then always Secure)
 
     @property
     def is_embedded(self) -> bool:
@@ -97,12 +103,14 @@ ENV_NAMES = {
     "db_pool_size": "GATEWAY_DB_POOL_SIZE",
     "max_request_bytes": "GATEWAY_MAX_REQUEST_BYTES",
     "max_document_bytes": "GATEWAY_MAX_DOCUMENT_BYTES",
+    "max_json_depth": "GATEWAY_MAX_JSON_DEPTH",
     "max_attachment_bytes": "GATEWAY_MAX_ATTACHMENT_BYTES",
     "max_bulk_docs": "GATEWAY_MAX_BULK_DOCS",
     "changes_batch_size": "GATEWAY_CHANGES_BATCH_SIZE",
     "feed_poll_seconds": "GATEWAY_FEED_POLL_SECONDS",
     "default_heartbeat_ms": "GATEWAY_DEFAULT_HEARTBEAT_MS",
     "max_feed_timeout_ms": "GATEWAY_MAX_FEED_TIMEOUT_MS",
+    "feed_send_timeout_seconds": "GATEWAY_FEED_SEND_TIMEOUT_SECONDS",
     "log_level": "GATEWAY_LOG_LEVEL",
     "log_format": "GATEWAY_LOG_FORMAT",
     "metrics_public": "GATEWAY_METRICS_PUBLIC",
@@ -115,6 +123,7 @@ ENV_NAMES = {
     "write_rate_per_device": "GATEWAY_WRITE_RATE_PER_DEVICE",
     "write_rate_window_seconds": "GATEWAY_WRITE_RATE_WINDOW_SECONDS",
     "trust_proxy": "GATEWAY_TRUST_PROXY",
+    "session_cookie_samesite": "GATEWAY_SESSION_COOKIE_SAMESITE",
 }
 
 
@@ -141,6 +150,14 @@ def _convert(name: str, raw: str) -> Any:
         raise ValueError("expected sha1 or sha256")
     if name == "photo_upload_ttl_seconds" and not 60 <= int(raw) <= 3600:
         raise ValueError("Cloudinary accepts a signature for at most 3600 s; use 60..3600")
+    if name == "max_json_depth" and not 1 <= int(raw) <= MAX_JSON_DEPTH:
+        raise ValueError(f"expected 1 to {MAX_JSON_DEPTH}")
+    if name == "feed_send_timeout_seconds" and not float(raw) > 0:
+        raise ValueError("expected a positive number of seconds")
+    if name == "session_cookie_samesite":
+        if raw.strip().lower() not in ("lax", "strict", "none"):
+            raise ValueError("expected lax, strict or none")
+        return raw.strip().lower()
     if name == "log_format":
         if raw.strip().lower() not in ("json", "text"):
             raise ValueError("expected json or text")

@@ -53,15 +53,17 @@ def _has_session(session_id: object, history: Sequence[Mapping[str, Any]]) -> bo
     return session_id is not None and any(h.get("session_id") == session_id for h in history)
 
 
+MAX_SEQ = 2**63 - 1  # a seq is a 64-bit column; a checkpoint claiming more records none
+
+
 def checkpoint_seq(body: Mapping[str, Any]) -> int | None:
     """Return the integer sequence a checkpoint document records, if it records one."""
     raw = body.get("last_seq")
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, str):
+    seq: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        seq = raw
+    elif isinstance(raw, str):
         head = raw.split("-", 1)[0]
-        if head.isascii() and head.isdigit():  # "²".isdigit() is True, int("²") fails
-            return int(head)
-    return None
+        if head.isascii() and head.isdigit() and len(head) <= 19:  # "²".isdigit() is True
+            seq = int(head)
+    return seq if seq is not None and -MAX_SEQ <= seq <= MAX_SEQ else None

@@ -92,6 +92,13 @@ class TooLarge(GatewayError):
     default_reason = "The request entity is too large."
 
 
+class DocumentTooLarge(TooLarge):
+    """A document body above ``GATEWAY_MAX_DOCUMENT_BYTES`` (413, as CouchDB names it)."""
+
+    error = "document_too_large"
+    default_reason = "The document is too large."
+
+
 class UnsupportedMediaType(GatewayError):
     error = "bad_content_type"
     default_reason = "Content-Type must be application/json."

@@ -32,10 +32,9 @@ class RevsDiff:
 def revs_diff(tree: RevTree | None, revs: Iterable[str]) -> RevsDiff | None:
     """Return what is missing of ``revs`` (None when nothing is), with possible ancestors."""
     known = tree or {}
-    missing: list[str] = []
-    for rev in revs:
-        if rev not in known and rev not in missing:
-            missing.append(rev)
+    # dict.fromkeys: first-seen order without duplicates, in linear time (a list lookup per
+    # revision made a 100,000-revision request take a minute of CPU).
+    missing = [rev for rev in dict.fromkeys(revs) if rev not in known]
     if not missing:
         return None
     newest = max(rev_pos(rev) for rev in missing)

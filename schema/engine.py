@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 WRITE_OPTION = "gateway_write"
@@ -34,7 +35,7 @@ def make_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEn
         )
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
         pool_size=pool_size,
@@ -42,6 +43,20 @@ def make_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEn
         pool_recycle=1800,
         hide_parameters=True,
     )
+    _configure_postgres(engine)
+    return engine
+
+
+def _configure_postgres(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # A pooled connection the server ended (a restart, a failover, pg_terminate_backend)
+        # is marked closed by asyncpg as soon as the server's goodbye arrives: the pool
+        # replaces it here, at no cost (no round trip, unlike pool_pre_ping), instead of
+        # handing it to a request that would fail with a 503 although the database is back.
+        driver = record.driver_connection
+        if driver is not None and driver.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

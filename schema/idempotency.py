@@ -3,11 +3,15 @@
 A request claims its (user, key) with an insert-ignore in its own committed transaction
 before its handler runs, so two instances racing on one database agree on a single winner
 (the primary key decides).  The claim row has ``status`` NULL while the request runs and
-expires after a short lease (``claim_key``'s ``lease``), so a claim left behind by a crashed
-instance frees itself; the final answer is stored on the same row by ``store_response``,
-which also extends ``expires_at`` to the key's full lifetime.  The claim's ``created_at``
-(set here, to the microsecond) is its token: storing and releasing only touch the row this
-request claimed, never a newer claim of the same key.  An expired row counts as absent.
+expires after a short lease (``claim_key``'s ``lease``) that the running request renews
+(``renew_claim``), so a claim left behind by a crashed instance frees itself within one
+lease; the final answer is stored on the same row by ``store_response``, which also extends
+``expires_at`` to the key's full lifetime.  ``store_response`` may run inside the request's
+own write transaction: then the write and its stored answer commit together or not at all,
+and a request whose claim was taken over (its lease ran out) cannot commit its write.  The
+claim's ``created_at`` (set here, to the microsecond) is its token: storing, renewing and
+releasing only touch the row this request claimed, never a newer claim of the same key.
+An expired row counts as absent.
 """
 
 from __future__ import annotations
@@ -103,6 +107,19 @@ async def store_response(
         update(t)
         .where(_row(user_id, key, token), t.c.status.is_(None))
         .values(status=status, content_type=content_type, body=body, expires_at=expires_at)
+    )
+    return result.rowcount == 1
+
+
+async def renew_claim(
+    conn: AsyncConnection, user_id: int, key: str, token: datetime, *, expires_at: datetime
+) -> bool:
+    """Extend this request's claim (still without an answer) to ``expires_at``; False once
+    it holds an answer or is gone (nothing left to keep alive)."""
+    result = await conn.execute(
+        update(t)
+        .where(_row(user_id, key, token), t.c.status.is_(None))
+        .values(expires_at=expires_at)
     )
     return result.rowcount == 1
 

@@ -35,6 +35,7 @@ from replication import (
 )
 from replication.edits import new_child_rev
 from replication.workflow import check_inspection_edit
+from schema.conflicts import ConflictTally
 from schema.databases import Database, lock_database
 from schema.documents import load_states, update_docs
 from schema.reads import get_revisions
@@ -138,10 +139,14 @@ async def apply_operations(
     role: str,
     owner: int | None,
     device: str | None = None,
+    tally: ConflictTally | None = None,
 ) -> list[OpResult]:
-    """Apply ``ops`` in order inside the caller's write transaction; one result each."""
+    """Apply ``ops`` in order inside the caller's write transaction; one result each.
+
+    ConflictRecords it opens or closes (stale versions, policies) are counted in ``tally``.
+    """
     db = await lock_database(conn, db_name)
-    ids = [op.id for op in ops if op.id is not None]
+    ids = [doc_id for doc_id in map(_loadable_id, ops) if doc_id is not None]
     states = await load_states(conn, db.id, list(dict.fromkeys(ids)))
     winners = {doc_id: winning_rev(s.tree).rev for doc_id, s in states.items() if not s.was_deleted}
     stored = await get_revisions(conn, db.id, list(winners.items()))
@@ -182,7 +187,7 @@ async def apply_operations(
     if edits:
         _, written = await update_docs(
             conn, db.name, edits, new_edits=True, user_id=user_id, owner_scope=owner,
-            device=device, role=role,
+            device=device, role=role, tally=tally,
         )  # fmt: skip
         for edit, index, result in zip(edits, edit_of, written, strict=True):
             op = ops[index]
@@ -201,13 +206,25 @@ async def apply_operations(
             )  # fmt: skip
     for index, op, found in stale:
         doc_owner = states[canonical_id(op.id)].owner_id
-        results[index] = await _record_stale(conn, db, index, op, found, user_id, device, doc_owner)
+        result = await _record_stale(conn, db, index, op, found, user_id, device, doc_owner)
+        if tally is not None and result.conflict_id is not None:
+            tally.opened += 1
+        results[index] = result
     return [r for r in results if r is not None]
 
 
 class _Stale(Exception):
     def __init__(self, current: _Current) -> None:
         self.current = current
+
+
+def _loadable_id(op: Operation) -> str | None:
+    """The stored id an operation names (canonical, as ``_edit_for`` looks it up), or None
+    when it names none (a create without id) or a malformed one (refused in its result)."""
+    try:
+        return canonical_id(op.id) if op.id is not None else None
+    except BadRequest:
+        return None
 
 
 def _edit_for(

@@ -131,4 +131,9 @@ async def update_index(conn: AsyncConnection, db: Database, batch: Batch, first_
 
 
 def _text(value: Any, limit: int) -> str | None:
-    return value[:limit] if isinstance(value, str) else None
+    """A field as the index holds it: text up to ``limit`` characters, else None.  Text with
+    NUL is None too: no filter can name it (a NUL in a query is refused) and PostgreSQL text
+    cannot hold it."""
+    if not isinstance(value, str) or "\x00" in value:
+        return None
+    return value[:limit]

@@ -32,7 +32,7 @@ async def bulk_docs(request: web.Request) -> web.Response:
     """``POST /{db}/_bulk_docs``: ``{"docs": [...], "new_edits": true|false}``."""
     access = await open_db(request)
     require_write(access.user, access.db)
-    body = await read_json_object(request)
+    body = await read_json_object(request, envelope=None)  # each document checked in its row
     docs = body.get("docs")
     if not isinstance(docs, list):
         raise BadRequest("POST body must include `docs` parameter.")

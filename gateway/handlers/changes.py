@@ -1,7 +1,11 @@
 """``GET|POST /{db}/_changes``: normal, longpoll, continuous and eventsource feeds.
 
 Rows are rendered in batches, one query per batch.  A normal feed that fits in
-``BUFFER_LIMIT`` bytes is sent as one response; anything larger is streamed as it is read.
+``BUFFER_LIMIT`` bytes is sent as one response; anything larger is streamed as it is read,
+in pieces of at most ``BUFFER_LIMIT`` (``PIECE_BYTES`` for continuous and eventsource
+feeds, whose batches go out as soon as they are read), with back-pressure and a send
+timeout (``gateway.feedsend``): a reader that stops reading holds the rest of the feed back,
+and is disconnected once it has taken nothing for the timeout.
 Longpoll and continuous feeds grab the database's wake-up event *before* each scan, so a
 change committed during a scan is never slept through.
 """
@@ -19,24 +23,29 @@ from gateway.changes_params import ChangesParams, parse_changes_params
 from gateway.changes_scan import ScanState, scan
 from gateway.cors import add_cors_headers
 from gateway.dbctx import DbAccess, open_db
+from gateway.feedsend import WRITE_BUFFER_HIGH, FeedSender
 from gateway.keys import ENGINE, NOTIFIER, SETTINGS
 from gateway.metrics import count_docs_read, feed_listener
 from gateway.stats import count_out
 from replication import ResetRequired
 
 BUFFER_LIMIT = 256 * 1024
+PIECE_BYTES = WRITE_BUFFER_HIGH
 
 
 class FeedWriter:
-    """Buffers a response body and switches to chunked streaming once it grows large."""
+    """Buffers a response body and sends it in chunks of about ``limit`` bytes once it grows
+    that large (or when flushed); chunks go through a ``FeedSender`` (bounded buffer, send
+    timeout)."""
 
-    def __init__(self, request: web.Request, content_type: str, *, stream: bool) -> None:
+    def __init__(self, request: web.Request, content_type: str, *, limit: int) -> None:
         self.request = request
         self.content_type = content_type
         self.buffer: list[bytes] = []
         self.size = 0
         self.resp: web.StreamResponse | None = None
-        self.stream = stream
+        self.sender: FeedSender | None = None
+        self.limit = limit
 
     async def start(self) -> None:
         """Send headers now (feeds that wait for changes)."""
@@ -47,24 +56,34 @@ class FeedWriter:
             self.resp.enable_chunked_encoding()
             add_cors_headers(self.request, self.resp)
             await self.resp.prepare(self.request)
+            timeout = self.request.app[SETTINGS].feed_send_timeout_seconds
+            self.sender = FeedSender(self.request, self.resp, timeout)
 
     async def write(self, data: bytes) -> None:
         self.buffer.append(data)
         self.size += len(data)
-        if self.stream or self.size >= BUFFER_LIMIT:
+        if self.size >= self.limit:
             await self.flush()
 
     async def flush(self) -> None:
         await self.start()
-        if self.buffer and self.resp is not None:
-            await self.resp.write(b"".join(self.buffer))
+        if self.buffer and self.sender is not None:
+            data = b"".join(self.buffer)
             self.buffer, self.size = [], 0
+            await self.sender.send(data)
+
+    async def heartbeat(self, data: bytes) -> None:
+        """Send what is buffered, then ``data`` unless earlier bytes still wait to go out."""
+        await self.flush()
+        if self.sender is not None:
+            await self.sender.heartbeat(data)
 
     async def finish(self) -> web.StreamResponse:
         if self.resp is None:
             return web.Response(body=b"".join(self.buffer), content_type=self.content_type)
         await self.flush()
-        await self.resp.write_eof()
+        assert self.sender is not None
+        await self.sender.finish()
         return self.resp
 
 
@@ -83,7 +102,13 @@ async def changes(request: web.Request) -> web.StreamResponse:
     with feed_listener(request, params.feed):  # longpoll, continuous, eventsource
         if params.feed in ("continuous", "eventsource"):
             return await _stream_feed(request, access, params, state)
-        return await _json_feed(request, access, params, state)
+        out = FeedWriter(request, "application/json", limit=BUFFER_LIMIT)
+        try:
+            return await _json_feed(request, access, params, state, out)
+        except ConnectionResetError:  # the client left, or stalled and was disconnected
+            if out.resp is None:
+                raise
+            return out.resp  # already started: nothing more to answer
 
 
 def _deadline(params: ChangesParams) -> float:
@@ -112,20 +137,22 @@ async def _idle(
 
 
 async def _json_feed(
-    request: web.Request, access: DbAccess, params: ChangesParams, state: ScanState
+    request: web.Request,
+    access: DbAccess,
+    params: ChangesParams,
+    state: ScanState,
+    out: FeedWriter,
 ) -> web.StreamResponse:
     notifier = request.app[NOTIFIER]
     batch = request.app[SETTINGS].changes_batch_size
     engine = request.app[ENGINE]
-    out = FeedWriter(request, "application/json", stream=False)
     await out.write(b'{"results":[\n')
     first = True
     deadline = _deadline(params)
     upto: int | None = access.db.update_seq
 
     async def beat() -> None:
-        await out.write(b"\n")
-        await out.flush()
+        await out.heartbeat(b"\n")
 
     while True:
         event = notifier.current(access.db.name)
@@ -133,9 +160,9 @@ async def _json_feed(
             if params.include_docs:
                 count_docs_read(request, access.db.name, len(rows))
                 count_out(request.app, len(rows))  # the dashboard's chart
-            chunk = b",\n".join(_interval(seq, row, state, params) for seq, row in rows)
-            await out.write(chunk if first else b",\n" + chunk)
-            first = False
+            for seq, row in rows:
+                await out.write((b"" if first else b",\n") + _interval(seq, row, state, params))
+                first = False
         if params.feed != "longpoll" or state.matched or params.descending:
             break
         await out.start()  # a longpoll client gets its headers while it waits
@@ -171,12 +198,13 @@ async def _stream_feed(
     batch = request.app[SETTINGS].changes_batch_size
     engine = request.app[ENGINE]
     sse = params.feed == "eventsource"
-    out = FeedWriter(request, "text/event-stream" if sse else "application/json", stream=True)
+    content_type = "text/event-stream" if sse else "application/json"
+    out = FeedWriter(request, content_type, limit=PIECE_BYTES)
     await out.start()
     deadline = _deadline(params)
 
     async def beat() -> None:
-        await out.write(b"event: heartbeat\ndata: \n\n" if sse else b"\n")
+        await out.heartbeat(b"event: heartbeat\ndata: \n\n" if sse else b"\n")
 
     try:
         while True:
@@ -187,10 +215,9 @@ async def _stream_feed(
                 if params.include_docs:
                     count_docs_read(request, access.db.name, len(rows))
                     count_out(request.app, len(rows))  # the dashboard's chart
-                if sse:
-                    await out.write(b"".join(_sse_event(seq, row) for seq, row in rows))
-                else:
-                    await out.write(b"\n".join(row for _, row in rows) + b"\n")
+                for seq, row in rows:
+                    await out.write(_sse_event(seq, row) if sse else row + b"\n")
+                await out.flush()  # a live feed sends what it has read at once
             if params.limit is not None and state.matched >= params.limit:
                 break
             if wrote:

@@ -14,8 +14,9 @@ from aiohttp import web
 from gateway.access import STAFF
 from gateway.auth import context
 from gateway.jsonio import json_response, query_int, read_json_object
-from gateway.keys import ENGINE, NOTIFIER
+from gateway.keys import ENGINE, NOTIFIER, SETTINGS
 from gateway.metrics import metrics_of
+from gateway.validation import check_document
 from replication import BadRequest, NotFound
 from replication.conflicts import STRATEGIES
 from schema.conflicts import STATUSES, ConflictRecord, ConflictTally, get_conflict, list_conflicts
@@ -99,13 +100,15 @@ async def resolve_handler(request: web.Request) -> web.Response:
     """``POST /api/v1/conflicts/{id}/resolve {"strategy", "body"?}``: one new revision on the
     kept branch, tombstones on the others; 409 if already resolved or a merge is not clean."""
     user = context(request).user
-    payload = await read_json_object(request)
+    payload = await read_json_object(request, envelope=1)  # {"body": document}
     strategy = payload.get("strategy")
     if strategy not in STRATEGIES:
         raise BadRequest(f"strategy must be one of {', '.join(STRATEGIES)}")
     body = payload.get("body")
     if body is not None and (strategy != "merge" or not isinstance(body, dict)):
         raise BadRequest("body is a JSON object, and only for the merge strategy")
+    if body is not None:
+        check_document(body, request.app[SETTINGS])
     record_id = _record_id(request)
     tally = ConflictTally()
     async with write_transaction(request.app[ENGINE]) as conn:

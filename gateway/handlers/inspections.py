@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,12 +17,17 @@ from aiohttp import web
 
 from gateway.dbctx import DbAccess, device_of
 from gateway.errors import status_of
+from gateway.idempotency import store_with_write
 from gateway.jsonio import json_response, query_int, read_json_object
-from gateway.keys import ENGINE, NOTIFIER
+from gateway.keys import ENGINE, NOTIFIER, SETTINGS
+from gateway.metrics import metrics_of
 from gateway.restdb import rest_db
+from gateway.settings import Settings
+from gateway.validation import check_document
 from replication import BadRequest, TooLarge
 from replication.workflow import STATUSES
 from schema.changes import read_changes
+from schema.conflicts import ConflictTally
 from schema.engine import read_transaction, write_transaction
 from schema.inspections import (
     MAX_OPERATIONS,
@@ -47,21 +53,36 @@ def status_for(result: OpResult) -> int:
     return OUTCOME_STATUS[result.outcome]
 
 
-async def _apply(request: web.Request, access: DbAccess, ops: list[Operation]) -> list[OpResult]:
+async def _apply(
+    request: web.Request,
+    access: DbAccess,
+    ops: list[Operation],
+    answer: Callable[[list[OpResult]], web.Response],
+) -> web.Response:
+    """Apply ``ops`` and answer with ``answer(results)``, built and stored (for an
+    ``Idempotency-Key``) inside the writing transaction: the write and its stored answer
+    commit together, so no crash can apply a keyed request twice."""
     user = access.user
+    tally = ConflictTally()
     async with write_transaction(request.app[ENGINE]) as conn:
         results = await apply_operations(
             conn, DB, ops, user_id=user.id, user_name=user.name, role=user.role,
-            owner=access.owner, device=device_of(request),
+            owner=access.owner, device=device_of(request), tally=tally,
         )  # fmt: skip
+        resp = answer(results)
+        await store_with_write(request, conn, resp)
+    metrics = metrics_of(request.app)
+    if metrics is not None:
+        metrics.record_conflicts(DB, tally.opened, tally.closed)
     if any(r.exc is None for r in results):
         await request.app[NOTIFIER].notify(DB)
-    return results
+    return resp
 
 
-def _single(result: OpResult) -> web.Response:
+def _single(results: list[OpResult]) -> web.Response:
     """The answer of a single-operation route: the inspection, or the error (409 carries
     the server's snapshot and the ConflictRecord id)."""
+    [result] = results
     status = status_for(result)
     if result.exc is None:
         body: dict[str, Any] = result.inspection or {
@@ -131,9 +152,9 @@ async def create_handler(request: web.Request) -> web.Response:
     """``POST /api/v1/inspections {"id"?, "template_id", "title", ...}`` → 201."""
     access = await rest_db(request, DB)
     data = await read_json_object(request)
+    check_document(data, request.app[SETTINGS])
     doc_id = data.pop("id", None)
-    [result] = await _apply(request, access, [Operation("create", doc_id, None, data)])
-    return _single(result)
+    return await _apply(request, access, [Operation("create", doc_id, None, data)], _single)
 
 
 async def get_handler(request: web.Request) -> web.Response:
@@ -151,9 +172,9 @@ async def patch_handler(request: web.Request) -> web.Response:
     if "version" not in data:
         raise BadRequest("version (a positive integer) is required")
     version = _version(data.pop("version"))
+    check_document(data, request.app[SETTINGS])
     op = Operation("update", _path_id(request), version, data)
-    [result] = await _apply(request, access, [op])
-    return _single(result)
+    return await _apply(request, access, [op], _single)
 
 
 async def delete_handler(request: web.Request) -> web.Response:
@@ -163,11 +184,10 @@ async def delete_handler(request: web.Request) -> web.Response:
     if raw is None and request.can_read_body:
         raw = (await read_json_object(request)).get("version")
     op = Operation("delete", _path_id(request), _version(raw))
-    [result] = await _apply(request, access, [op])
-    return _single(result)
+    return await _apply(request, access, [op], _single)
 
 
-def _operation(index: int, raw: object) -> Operation:
+def _operation(index: int, raw: object, settings: Settings) -> Operation:
     if not isinstance(raw, dict):
         raise BadRequest(f"operations[{index}] must be a JSON object")
     unknown = set(raw) - {"op", "id", "version", "data"}
@@ -182,6 +202,7 @@ def _operation(index: int, raw: object) -> Operation:
     data = raw.get("data", {})
     if not isinstance(data, dict):
         raise BadRequest(f"operations[{index}].data must be a JSON object")
+    check_document(data, settings)  # nesting (400) and size (413), per operation
     doc_id = raw.get("id")
     if doc_id is not None and not isinstance(doc_id, str):
         raise BadRequest(f"operations[{index}].id must be a string")
@@ -194,7 +215,7 @@ async def batch_handler(request: web.Request) -> web.Response:
     Malformed operations are per-operation 400 results; the others are applied.
     """
     access = await rest_db(request, DB)
-    payload = await read_json_object(request)
+    payload = await read_json_object(request, envelope=None)  # each operation's data checked
     raw_ops = payload.get("operations")
     if not isinstance(raw_ops, list):
         raise BadRequest("operations must be a list")
@@ -203,17 +224,21 @@ async def batch_handler(request: web.Request) -> web.Response:
     parsed: list[Operation | OpResult] = []
     for index, raw in enumerate(raw_ops):
         try:
-            parsed.append(_operation(index, raw))
-        except BadRequest as exc:
+            parsed.append(_operation(index, raw, request.app[SETTINGS]))
+        except (BadRequest, TooLarge) as exc:
             parsed.append(OpResult(index, "error", None, exc=exc))
     ops = [p for p in parsed if isinstance(p, Operation)]
-    applied = iter(await _apply(request, access, ops) if ops else [])
-    results = []
-    for index, item in enumerate(parsed):
-        result = item if isinstance(item, OpResult) else next(applied)
-        result.index = index
-        results.append(result.as_json(status_for(result)))
-    return json_response({"results": results}, status=207)
+
+    def answer(applied: list[OpResult]) -> web.Response:
+        done = iter(applied)
+        results = []
+        for index, item in enumerate(parsed):
+            result = item if isinstance(item, OpResult) else next(done)
+            result.index = index
+            results.append(result.as_json(status_for(result)))
+        return json_response({"results": results}, status=207)
+
+    return await _apply(request, access, ops, answer) if ops else answer([])
 
 
 async def changes_handler(request: web.Request) -> web.Response:

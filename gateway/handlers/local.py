@@ -7,12 +7,15 @@ from aiohttp import web
 from gateway.auth import LOCAL_KEY
 from gateway.dbctx import open_db
 from gateway.docjson import splice
-from gateway.jsonio import json_response, raw_json_response, read_json_object
+from gateway.jsonio import depth_limit, json_response, raw_json_response, read_json_object
 from gateway.keys import ENGINE
 from gateway.validation import encoded_size
 from replication import BadRequest, NotFound, validate_doc_id
+from replication.errors import DocumentTooLarge
 from schema.engine import read_transaction, single_statement, write_transaction
 from schema.local_docs import delete_local, get_local, put_local
+
+MAX_LOCAL_BYTES = 1024 * 1024  # checkpoints are small; a larger _local document is 413
 
 
 def _local_id(request: web.Request) -> str:
@@ -45,8 +48,8 @@ async def put_local_doc(request: web.Request) -> web.Response:
         raise BadRequest("Document id in the body does not match the URL")
     rev = request.query.get("rev", body.get("_rev"))
     content = {k: v for k, v in body.items() if k not in ("_id", "_rev")}
-    if encoded_size(content) > 1024 * 1024:
-        raise BadRequest("Local documents are limited to 1 MiB")
+    if encoded_size(content, depth_limit(request)) > MAX_LOCAL_BYTES:
+        raise DocumentTooLarge("Local documents are limited to 1 MiB")
     async with single_statement(request.app[ENGINE]) as conn:
         new_rev = await put_local(conn, access.db.id, access.user.id, doc_id, rev, content)
     return json_response({"ok": True, "id": doc_id, "rev": new_rev}, status=201)

@@ -9,12 +9,11 @@ from sqlalchemy import text
 
 from gateway import __version__
 from gateway.auth import (
-    SESSION_COOKIE,
-    SESSION_TTL_SECONDS,
     authenticate,
     check_password,
+    clear_session_cookie,
     context,
-    make_session_cookie,
+    set_session_cookie,
 )
 from gateway.jsonio import JSON, json_response, loads, query_int, read_body
 from gateway.keys import ENGINE, SETTINGS
@@ -100,21 +99,14 @@ async def post_session(request: web.Request) -> web.Response:
         user = await find_user(conn, name)
     user = await check_password(request, name, None if user and user.disabled else user, password)
     resp = json_response({"ok": True, "name": user.name, "roles": _roles(user)})
-    resp.set_cookie(
-        SESSION_COOKIE,
-        make_session_cookie(request.app[SETTINGS].secret_key, user),
-        max_age=SESSION_TTL_SECONDS,
-        httponly=True,
-        samesite="Lax",
-        path="/",
-    )
+    set_session_cookie(request, resp, user)  # HttpOnly, SameSite (see gateway.csrf)
     return resp
 
 
 async def delete_session(request: web.Request) -> web.Response:
     """``DELETE /_session``: log out."""
     resp = json_response({"ok": True})
-    resp.del_cookie(SESSION_COOKIE, path="/")
+    clear_session_cookie(request, resp)
     return resp
 
 

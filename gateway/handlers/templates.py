@@ -28,9 +28,10 @@ from gateway.cache import CachedResponse, response_cache
 from gateway.dbctx import DbAccess
 from gateway.errors import status_of
 from gateway.jsonio import json_response, query_int, raw_json_response, read_json_object
-from gateway.keys import ENGINE, NOTIFIER
+from gateway.keys import ENGINE, NOTIFIER, SETTINGS
 from gateway.ratelimit import key_part
 from gateway.restdb import rest_db
+from gateway.validation import check_document
 from replication import BadRequest
 from schema.databases import Database
 from schema.engine import read_transaction, write_transaction
@@ -175,6 +176,7 @@ async def create_handler(request: web.Request) -> web.Response:
     201 (managers and admins)."""
     access = await _writable(request)
     data = await read_json_object(request)
+    check_document(data, request.app[SETTINGS])
     doc_id = new_template_id(data.pop("id", None))
     user = access.user
     async with write_transaction(request.app[ENGINE]) as conn:
@@ -194,6 +196,7 @@ async def patch_handler(request: web.Request) -> web.Response:
     if "version" not in data:
         raise BadRequest("version (a positive integer) is required")
     version = _version(data.pop("version"))
+    check_document(data, request.app[SETTINGS])
     return await _change(request, access, version, data)
 
 

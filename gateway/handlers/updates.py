@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.access import require_staff
 from gateway.auth import context
+from gateway.feedsend import FeedSender
 from gateway.jsonio import json_response, query_int
 from gateway.keys import ENGINE, NOTIFIER, SETTINGS
 from gateway.notifier import ANY
@@ -56,6 +57,15 @@ def _update_row(name: str, update_seq: int, change_seq: int) -> dict[str, Any]:
     }
 
 
+def _render(rows: list[dict[str, Any]], *, sse: bool) -> bytes:
+    """Rows of a continuous (one JSON object per line) or eventsource feed."""
+    if sse:
+        return b"".join(
+            b"data: " + orjson.dumps(r) + b"\nid: " + str(r["seq"]).encode() + b"\n\n" for r in rows
+        )
+    return b"".join(orjson.dumps(r) + b"\n" for r in rows)
+
+
 async def db_updates_handler(request: web.Request) -> web.StreamResponse:
     """``GET /_db_updates?feed=&since=&timeout=&heartbeat=&limit=``, as CouchDB's (databases
     deleted since are not reported: their rows are gone)."""
@@ -75,47 +85,48 @@ async def db_updates_handler(request: web.Request) -> web.StreamResponse:
     deadline = time.monotonic() + _timeout(request)
     notifier = request.app[NOTIFIER]
     stream: web.StreamResponse | None = None
+    sender: FeedSender | None = None  # bounded buffer and send timeout (gateway.feedsend)
     sse = feed == "eventsource"
     last_beat = time.monotonic()
-    while True:
-        event = notifier.current(ANY)
-        async with read_transaction(engine) as conn:
-            found = await db_updates(conn, since, limit)
-        rows = [_update_row(u.name, u.update_seq, u.change_seq) for u in found]
-        if found:
-            since = found[-1].change_seq
-        if feed in ("normal", "longpoll") and (rows or feed == "normal"):
-            return json_response({"results": rows, "last_seq": since})
-        if stream is None and feed in ("continuous", "eventsource"):
-            stream = web.StreamResponse(
-                headers={
-                    "Content-Type": "text/event-stream" if sse else "application/json",
-                    "Cache-Control": "no-cache",
-                }
-            )
-            await stream.prepare(request)
-        if stream is not None and rows:
-            if sse:
-                await stream.write(
-                    b"".join(
-                        b"data: " + orjson.dumps(r) + b"\nid: " + str(r["seq"]).encode() + b"\n\n"
-                        for r in rows
-                    )
+    try:
+        while True:
+            event = notifier.current(ANY)
+            async with read_transaction(engine) as conn:
+                found = await db_updates(conn, since, limit)
+            rows = [_update_row(u.name, u.update_seq, u.change_seq) for u in found]
+            if found:
+                since = found[-1].change_seq
+            if feed in ("normal", "longpoll") and (rows or feed == "normal"):
+                return json_response({"results": rows, "last_seq": since})
+            if sender is None and feed in ("continuous", "eventsource"):
+                stream = web.StreamResponse(
+                    headers={
+                        "Content-Type": "text/event-stream" if sse else "application/json",
+                        "Cache-Control": "no-cache",
+                    }
                 )
-            else:
-                await stream.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-            deadline = time.monotonic() + _timeout(request)
-        if not await _wait_any(request, event, since, deadline, heartbeat / 1000):
-            break
-        if stream is not None and heartbeat and time.monotonic() - last_beat >= heartbeat / 1000:
-            await stream.write(b"event: heartbeat\ndata: \n\n" if sse else b"\n")
-            last_beat = time.monotonic()
-    if stream is None:
-        return json_response({"results": [], "last_seq": since})
-    if not sse:
-        await stream.write(orjson.dumps({"last_seq": since}) + b"\n")
-    await stream.write_eof()
-    return stream
+                await stream.prepare(request)
+                send_timeout = request.app[SETTINGS].feed_send_timeout_seconds
+                sender = FeedSender(request, stream, send_timeout)
+            if sender is not None and rows:
+                await sender.send(_render(rows, sse=sse))
+                deadline = time.monotonic() + _timeout(request)
+            if not await _wait_any(request, event, since, deadline, heartbeat / 1000):
+                break
+            beat_due = heartbeat and time.monotonic() - last_beat >= heartbeat / 1000
+            if sender is not None and beat_due:
+                await sender.heartbeat(b"event: heartbeat\ndata: \n\n" if sse else b"\n")
+                last_beat = time.monotonic()
+        if stream is None or sender is None:
+            return json_response({"results": [], "last_seq": since})
+        if not sse:
+            await sender.send(orjson.dumps({"last_seq": since}) + b"\n")
+        await sender.finish()
+        return stream
+    except ConnectionResetError:  # the client left (or stalled and was disconnected)
+        if stream is None:
+            raise
+        return stream
 
 
 def _encode(change: int, seen: dict[str, int]) -> str:

@@ -21,6 +21,8 @@ from gateway.logs import JsonFormatter, TextFormatter, request_id
 from gateway.settings import Settings, load_settings
 from schema.conflicts import ConflictTally
 from tests.gateway.test_conflicts import _branches
+from tests.gateway.test_inspections import API as INSPECTIONS
+from tests.gateway.test_inspections import _create
 from tests.helpers import PASSWORD, Couch, basic
 
 SERIES = (
@@ -176,6 +178,30 @@ async def test_a_policy_resolution_counts_as_opened_and_resolved(
     assert (
         value(scraped, "gateway_conflicts_resolved_total", db="field", strategy="keep_theirs") == 1
     )
+
+
+async def test_a_stale_rest_update_counts_as_an_opened_conflict(
+    client: Any, alice: Couch, manager: Couch
+) -> None:
+    """The REST API's refused stale versions open ConflictRecords too; /metrics counts them,
+    and their resolution, like replicated conflicts."""
+    made = await _create(alice)
+    path = f"{INSPECTIONS}/{made['id']}"
+    await alice.request("PATCH", path, {"version": 1, "site": "Block D"})
+    assert not (await scrape(client)).get("gateway_conflicts_opened_total")
+    refused = await alice.request("PATCH", path, {"version": 1, "title": "x"}, expected_status=409)
+    batch = await alice.post(
+        "/api/v1/sync/batch",
+        {"operations": [{"op": "update", "id": made["id"], "version": 1, "data": {"title": "y"}}]},
+        expected_status=207,
+    )
+    assert batch["results"][0]["status"] == 409
+    scraped = await scrape(client)
+    assert value(scraped, "gateway_conflicts_opened_total", db="inspections") == 2
+    await manager.post(f"/api/v1/conflicts/{refused['conflict_id']}/resolve", {"strategy": "merge"})
+    scraped = await scrape(client)
+    resolved = "gateway_conflicts_resolved_total"
+    assert value(scraped, resolved, db="inspections", strategy="merge") == 1
 
 
 def test_the_tally_counts_closes_by_strategy() -> None:
