@@ -20,13 +20,14 @@ Crashes.  A claim lives ``CLAIM_LEASE`` (seconds, not minutes) and the running r
 renews it every ``RENEW_EVERY``, so a claim whose instance died (SIGKILL, power loss) frees
 itself within one lease and the client's retry runs; a live request keeps its claim however
 long it takes.  Handlers that write in one transaction store their answer *inside* it
-(``store_with_write``, used by the inspections and batch-sync routes): the write and its
+(``store_with_write``, used by the inspection, batch-sync, template and conflict-resolve
+routes): the write and its
 stored answer commit together, so a crash between the two cannot exist, and a request whose
 claim was taken over after its lease ran out (an instance stalled longer than the lease)
 cannot commit its write: it answers 409 ``request_in_progress`` and the retry's answer is
-the one stored.  Other handlers store their answer right after they return; for them, an
-instance dying between the handler's commit and that store leaves a claim that a retry
-after the lease runs again.
+the one stored.  Other handlers store their answer right after they return: photo
+confirmation (a second run finds the photo by its ``public_id`` and answers 200) and the
+checkpoint reset (deleting twice deletes nothing more), whose second run changes nothing.
 
 The auth routes (``/api/v1/auth/*``) are excluded: login and refresh answer with fresh
 secrets, which must not be kept in the database nor handed out again (a replayed refresh

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.access import STAFF
 from gateway.auth import context
+from gateway.idempotency import store_with_write
 from gateway.jsonio import json_response, query_int, read_json_object
 from gateway.keys import ENGINE, NOTIFIER, SETTINGS
 from gateway.metrics import metrics_of
@@ -119,8 +120,10 @@ async def resolve_handler(request: web.Request) -> web.Response:
             conn, record_id, strategy, body=body, user_id=user.id, tally=tally
         )
         resolved = await get_conflict(conn, record_id)
+        resp = json_response({"ok": True, "rev": rev, **resolved.as_json()})
+        await store_with_write(request, conn, resp)  # a retry replays, never resolves twice
     metrics = metrics_of(request.app)
     if metrics is not None:
         metrics.record_conflicts(record.db, tally.opened, tally.closed)
     await request.app[NOTIFIER].notify(record.db)
-    return json_response({"ok": True, "rev": rev, **resolved.as_json()})
+    return resp

@@ -27,6 +27,7 @@ from gateway.access import require_write
 from gateway.cache import CachedResponse, response_cache
 from gateway.dbctx import DbAccess
 from gateway.errors import status_of
+from gateway.idempotency import store_with_write
 from gateway.jsonio import json_response, query_int, raw_json_response, read_json_object
 from gateway.keys import ENGINE, NOTIFIER, SETTINGS
 from gateway.ratelimit import key_part
@@ -183,9 +184,12 @@ async def create_handler(request: web.Request) -> web.Response:
         made = await create_template(
             conn, DB, doc_id, data, user_id=user.id, user_name=user.name, role=user.role
         )
+        headers = {"ETag": f'"{made["rev"]}"', "Location": f"{API}/{doc_id}"}
+        resp = json_response(made, status=201, headers=headers)
+        # with the write: a crash cannot leave a generated id without its stored answer
+        await store_with_write(request, conn, resp)
     await request.app[NOTIFIER].notify(DB)
-    headers = {"ETag": f'"{made["rev"]}"', "Location": f"{API}/{doc_id}"}
-    return json_response(made, status=201, headers=headers)
+    return resp
 
 
 async def patch_handler(request: web.Request) -> web.Response:
@@ -221,7 +225,9 @@ async def _change(
                 conn, DB, doc_id, version, data, user_id=user.id, user_name=user.name,
                 role=user.role,
             )  # fmt: skip
+            resp = json_response(changed, headers={"ETag": f'"{changed["rev"]}"'})
+            await store_with_write(request, conn, resp)
     except StaleVersion as exc:
         return _stale(exc)
     await request.app[NOTIFIER].notify(DB)
-    return json_response(changed, headers={"ETag": f'"{changed["rev"]}"'})
+    return resp

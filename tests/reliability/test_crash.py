@@ -647,3 +647,39 @@ async def test_a_request_that_outlived_its_lease_cannot_commit_its_write(
     assert again[0] == 201 and again[2] == retry[2]
     assert len((await alice.get(INSPECTIONS_API))["results"]) == 1
     assert await store_violations(engine, "inspections", full_history=True) == []
+
+
+async def test_a_stalled_template_create_cannot_commit_a_second_template(
+    manager: Couch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template created without an id gets a generated one, so a second application
+    would be a second template: its answer is stored with its write too, and a request
+    that outlived its lease writes nothing."""
+    from gateway import idempotency
+    from gateway.handlers import templates
+
+    monkeypatch.setattr(idempotency, "CLAIM_LEASE", timedelta(milliseconds=200))
+    monkeypatch.setattr(idempotency, "RENEW_EVERY", 3600.0)
+    api = "/api/v1/templates"
+    body = orjson.dumps({"name": "Stalled", "fields": [{"key": "p", "type": "number"}]})
+    headers = manager.headers({"Idempotency-Key": "stalled-template"})
+
+    async def send() -> tuple[int, bytes]:
+        async with manager.client.post(api, data=body, headers=headers) as r:
+            return r.status, await r.read()
+
+    before = len((await manager.get(api))["results"])
+    held = Gate(templates.rest_db)  # holds the next request that opens the database
+    monkeypatch.setattr(templates, "rest_db", held)
+    stalled = asyncio.ensure_future(send())
+    await asyncio.wait_for(held.reached.wait(), 10)
+    await asyncio.sleep(0.5)  # the lease runs out
+    retry = await send()
+    assert retry[0] == 201, retry[1]
+    held.opened.set()
+    status, raw = await stalled
+    assert status == 409 and orjson.loads(raw)["error"] == "request_in_progress", raw
+    assert await send() == retry
+    listed = (await manager.get(api))["results"]
+    assert len(listed) == before + 1
+    assert [t["id"] for t in listed if t["name"] == "Stalled"] == [orjson.loads(retry[1])["id"]]
