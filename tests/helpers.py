@@ -90,3 +90,14 @@ async def start_limited(
     if not app[SETTINGS].redis_url:
         app[RATE_LIMITER] = MemoryLimiter(clock=clock)
     return await aiohttp_client(app)
+
+
+def describe_diff(expected: dict[str, Any], actual: dict[str, Any], limit: int = 5) -> str:
+    """How a replica (id -> state) differs from the server's, for an assertion message."""
+    missing = sorted(expected.keys() - actual.keys())
+    extra = sorted(actual.keys() - expected.keys())
+    differing = sorted(k for k in expected.keys() & actual.keys() if expected[k] != actual[k])
+    parts = [f"{len(missing)} missing {missing[:limit]}", f"{len(extra)} extra {extra[:limit]}"]
+    parts.append(f"{len(differing)} differing")
+    parts += [f"  {k}: server {expected[k][:2]} replica {actual[k][:2]}" for k in differing[:limit]]
+    return "\n".join(parts)

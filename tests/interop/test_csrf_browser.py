@@ -11,37 +11,24 @@ form and ``no-cors`` fetch are refused with 403 (not 401: the browser did send t
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
 
 from gateway.settings import Settings
 from tests.helpers import PASSWORD
+from tests.interop.browser import launched, skip_reason
 from tests.interop.conftest import NODE_MODULES, LiveGateway
 
-try:
-    from playwright.async_api import Browser, BrowserContext, async_playwright
-except ImportError:  # pragma: no cover - the test extra installs it
-    async_playwright = None  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, BrowserContext
 
-CHROMIUM = (
-    os.environ.get("GATEWAY_TEST_CHROMIUM")
-    or shutil.which("chromium")
-    or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-)
 POUCHDB_JS = NODE_MODULES / "pouchdb" / "dist" / "pouchdb.min.js"
-if async_playwright is None:
-    SKIP: str | None = "needs Playwright for Python (pip install -e '.[test]')"
-elif CHROMIUM is None:
-    SKIP = "needs a Chromium binary (apt-get install chromium, or set GATEWAY_TEST_CHROMIUM)"
-elif not POUCHDB_JS.is_file():
-    SKIP = "needs PouchDB's browser build (npm ci at the repo root)"
-else:
-    SKIP = None
+SKIP = skip_reason() or (
+    None if POUCHDB_JS.is_file() else "needs PouchDB's browser build (npm ci at the repo root)"
+)
 pytestmark = [pytest.mark.interop, pytest.mark.skipif(SKIP is not None, reason=SKIP or "")]
 
 WAIT_MS = 20_000
@@ -92,14 +79,8 @@ def settings(settings: Settings, pages: Pages) -> Settings:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with launched() as browser:
+        yield browser
 
 
 LOGIN_AND_REPLICATE = """async ({gw, db, user, password}) => {

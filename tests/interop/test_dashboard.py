@@ -14,34 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import re
-import shutil
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from gateway.settings import Settings
 from tests.helpers import PASSWORD, Couch
+from tests.interop.browser import expect, launched, skip_reason
 from tests.interop.conftest import LiveGateway
 
-try:
-    from playwright.async_api import Browser, Page, async_playwright, expect
-except ImportError:  # pragma: no cover - the test extra installs it
-    async_playwright = None  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
 
-CHROMIUM = (
-    os.environ.get("GATEWAY_TEST_CHROMIUM")
-    or shutil.which("chromium")
-    or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-)
-if async_playwright is None:
-    SKIP: str | None = "needs Playwright for Python (pip install -e '.[test]')"
-elif CHROMIUM is None:
-    SKIP = "needs a Chromium binary (apt-get install chromium, or set GATEWAY_TEST_CHROMIUM)"
-else:
-    SKIP = None
+SKIP = skip_reason()
 pytestmark = [pytest.mark.interop, pytest.mark.skipif(SKIP is not None, reason=SKIP or "")]
 
 WAIT_MS = 20_000  # the longest any expectation waits (a long-poll answers within a second)
@@ -57,14 +44,8 @@ def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with launched() as browser:
+        yield browser
 
 
 @dataclasses.dataclass

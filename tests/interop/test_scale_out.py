@@ -30,7 +30,7 @@ import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import PASSWORD, basic
+from tests.helpers import PASSWORD, basic, describe_diff
 from tests.interop.conftest import NodeProcess, start_node
 from tests.processes import Instance, start_instances, stop_all
 
@@ -142,16 +142,6 @@ def replica_state(rows: list[dict[str, Any]]) -> dict[str, tuple[str, tuple[str,
         doc.pop("_rev", None)
         out[row["id"]] = (row["value"]["rev"] if "value" in row else row["rev"], conflicts, doc)
     return out
-
-
-def describe_diff(expected: dict[str, Any], actual: dict[str, Any], limit: int = 5) -> str:
-    missing = sorted(expected.keys() - actual.keys())
-    extra = sorted(actual.keys() - expected.keys())
-    differing = sorted(k for k in expected.keys() & actual.keys() if expected[k] != actual[k])
-    parts = [f"{len(missing)} missing {missing[:limit]}", f"{len(extra)} extra {extra[:limit]}"]
-    parts.append(f"{len(differing)} differing")
-    parts += [f"  {k}: server {expected[k][:2]} replica {actual[k][:2]}" for k in differing[:limit]]
-    return "\n".join(parts)
 
 
 async def test_three_instances_twenty_pouchdb_clients_converge(

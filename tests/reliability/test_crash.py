@@ -64,7 +64,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schema.tables import databases, idempotency_keys
-from tests.helpers import PASSWORD, Couch, basic
+from tests.helpers import PASSWORD, Couch, basic, describe_diff
 from tests.interop.conftest import NodeProcess, start_node
 from tests.processes import Instance, start_instances, stop_all
 from tests.reliability.invariants import idempotency_violations, store_violations
@@ -192,16 +192,6 @@ def replica_state(rows: list[dict[str, Any]]) -> dict[str, tuple[str, tuple[str,
         body = {k: v for k, v in doc.items() if not k.startswith("_")}
         out[row["id"]] = (doc["_rev"], tuple(sorted(doc.get("_conflicts", []))), body)
     return out
-
-
-def describe_diff(expected: dict[str, Any], actual: dict[str, Any], limit: int = 5) -> str:
-    missing = sorted(expected.keys() - actual.keys())
-    extra = sorted(actual.keys() - expected.keys())
-    differing = sorted(k for k in expected.keys() & actual.keys() if expected[k] != actual[k])
-    parts = [f"{len(missing)} missing {missing[:limit]}", f"{len(extra)} extra {extra[:limit]}"]
-    parts.append(f"{len(differing)} differing")
-    parts += [f"  {k}: server {expected[k][:2]} replica {actual[k][:2]}" for k in differing[:limit]]
-    return "\n".join(parts)
 
 
 # --- the kill schedule ------------------------------------------------------------------------
