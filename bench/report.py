@@ -2,12 +2,17 @@
 
 ``python bench/report.py [bench/results/latest.json]`` prints the markdown table for the main
 README (:func:`render_markdown_table`); ``bench/run.py`` prints :func:`render_text_table`.
+``python bench/report.py RUN.json RUN.json ...`` (several runs) prints the table of the first
+and then, per phase, the gateway's docs/s and CPU per document as a ratio of PouchDB
+Server's in every run and their median (:func:`render_ratio_table`): on a shared machine one
+run is not a measurement.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -194,10 +199,49 @@ def render_markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(head + body) + "\n" + note + "\n"
 
 
+RATIO_PHASES = ("push", "pull", "changes", "fanin")
+
+
+def phase_ratios(results: dict[str, Any], gateway: str, phase: str) -> tuple[float, float] | None:
+    """(docs/s, CPU ms/doc) of ``gateway`` divided by PouchDB Server's in one run."""
+    servers = results["servers"]
+    try:
+        ours, theirs = servers[gateway][phase], servers["pouchdb-server"][phase]
+        speed = ours["docs_per_s"] / theirs["docs_per_s"]
+        cpu = ours["cpu"]["cpu_ms_per_doc"] / theirs["cpu"]["cpu_ms_per_doc"]
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+    return speed, cpu
+
+
+def render_ratio_table(runs: list[dict[str, Any]], gateway: str = "gateway-postgres") -> str:
+    """Per phase: the gateway's throughput and CPU per document relative to PouchDB Server,
+    run by run and the median."""
+    head = [
+        "| Phase | docs/s ÷ PouchDB Server, per run | median | CPU/doc ÷ PouchDB Server, per run "
+        "| median |",
+        "|---|---|--:|---|--:|",
+    ]
+    body = []
+    for phase in RATIO_PHASES:
+        pairs = [r for r in (phase_ratios(run, gateway, phase) for run in runs) if r is not None]
+        if not pairs:
+            continue
+        speed, cpu = [p[0] for p in pairs], [p[1] for p in pairs]
+        body.append(
+            f"| {PHASE_TITLES[phase]} | {', '.join(f'{x:.2f}' for x in speed)} "
+            f"| {statistics.median(speed):.2f} | {', '.join(f'{x:.2f}' for x in cpu)} "
+            f"| {statistics.median(cpu):.2f} |"
+        )
+    return "\n".join(head + body) + "\n"
+
+
 def main(argv: list[str]) -> int:
-    path = Path(argv[1] if len(argv) > 1 else Path(__file__).parent / "results" / "latest.json")
-    results = json.loads(path.read_text())
-    print(render_markdown_table(results))
+    paths = [Path(a) for a in argv[1:]] or [Path(__file__).parent / "results" / "latest.json"]
+    runs = [json.loads(path.read_text()) for path in paths]
+    print(render_markdown_table(runs[0]))
+    if len(runs) > 1:
+        print(render_ratio_table(runs))
     return 0
 
 
