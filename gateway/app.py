@@ -59,6 +59,7 @@ def create_app(settings: Settings, *, migrate: bool | None = None) -> web.Applic
     should_migrate = settings.is_embedded if migrate is None else migrate
     app.cleanup_ctx.append(_engine_ctx(should_migrate))
     app.cleanup_ctx.append(_notifier_ctx)
+    app.on_shutdown.append(_end_feeds)
     app.cleanup_ctx.append(_redis_ctx)
     setup_routes(app)
     return app
@@ -76,6 +77,12 @@ def _engine_ctx(should_migrate: bool):  # type: ignore[no-untyped-def]
         await engine.dispose()
 
     return ctx
+
+
+async def _end_feeds(app: web.Application) -> None:
+    """Shutting down: waiting feeds answer now rather than hold the shutdown to their
+    timeout (their clients reconnect, to another instance)."""
+    app[NOTIFIER].stop_listeners()
 
 
 async def _notifier_ctx(app: web.Application) -> AsyncIterator[None]:

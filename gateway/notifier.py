@@ -52,12 +52,15 @@ class FeedNotifier:
         self._poller: asyncio.Task[None] | None = None
         self._poll_seconds = poll_seconds
         self.polls = 0  # slow-poll queries run (for tests and metrics)
+        self.stopping = False  # the server is shutting down: feeds end instead of waiting
 
     def current(self, db: str) -> asyncio.Event:
         """Return the event the next change to ``db`` (``ANY``: to any database) will set."""
         event = self._events.get(db)
         if event is None:
             event = self._events[db] = asyncio.Event()
+            if self.stopping:
+                event.set()
         return event
 
     def floor(self, db: str, seen: int) -> None:
@@ -156,6 +159,15 @@ class FeedNotifier:
             except Exception as exc:
                 log.warning("redis subscription lost (%s); retrying", exc)
                 await asyncio.sleep(1.0)
+
+    def stop_listeners(self) -> None:
+        """The server is shutting down (``on_shutdown``, after it stopped accepting): wake
+        every waiting feed, which then ends its answer as at its timeout (a longpoll with
+        what it has, a continuous feed with ``last_seq``), so clients reconnect to another
+        instance at once and the shutdown does not wait for feeds to time out."""
+        self.stopping = True
+        for event in self._events.values():
+            event.set()
 
     async def close(self) -> None:
         if self._poller is not None:

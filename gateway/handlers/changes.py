@@ -26,6 +26,7 @@ from gateway.dbctx import DbAccess, open_db
 from gateway.feedsend import WRITE_BUFFER_HIGH, FeedSender
 from gateway.keys import ENGINE, NOTIFIER, SETTINGS
 from gateway.metrics import count_docs_read, feed_listener
+from gateway.notifier import FeedNotifier
 from gateway.stats import count_out
 from replication import ResetRequired
 
@@ -116,21 +117,23 @@ def _deadline(params: ChangesParams) -> float:
 
 
 async def _idle(
+    notifier: FeedNotifier,
     event: asyncio.Event,
     params: ChangesParams,
     deadline: float,
     beat: Callable[[], Awaitable[None]],
 ) -> bool:
     """Wait for a change until ``deadline``, sending a heartbeat every ``heartbeat`` ms;
-    True when a change woke us.  No query runs while waiting (see ``gateway.notifier``)."""
+    True when a change woke us, False at the deadline or when the server shuts down.  No
+    query runs while waiting (see ``gateway.notifier``)."""
     while True:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or notifier.stopping:
             return False
         slot = min(remaining, params.heartbeat_ms / 1000) if params.heartbeat_ms else remaining
         try:
             await asyncio.wait_for(event.wait(), timeout=slot)
-            return True
+            return not notifier.stopping
         except TimeoutError:
             if params.heartbeat_ms and deadline - time.monotonic() > 0:
                 await beat()
@@ -167,7 +170,7 @@ async def _json_feed(
             break
         await out.start()  # a longpoll client gets its headers while it waits
         notifier.floor(access.db.name, state.since)
-        if not await _idle(event, params, deadline, beat):
+        if not await _idle(notifier, event, params, deadline, beat):
             break
         upto = None
     pending = 0
@@ -223,7 +226,7 @@ async def _stream_feed(
             if wrote:
                 deadline = _deadline(params)
             notifier.floor(access.db.name, state.since)
-            if not await _idle(event, params, deadline, beat):
+            if not await _idle(notifier, event, params, deadline, beat):
                 break
         if not sse:
             await out.write(orjson.dumps({"last_seq": state.since}) + b"\n")

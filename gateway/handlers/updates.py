@@ -38,7 +38,7 @@ async def _wait_any(
     """Wait until any database changes after change number ``seen``, or a heartbeat slot
     passes; False once past ``deadline``.  No query runs while waiting."""
     remaining = deadline - time.monotonic()
-    if remaining <= 0:
+    if remaining <= 0 or request.app[NOTIFIER].stopping:
         return False
     request.app[NOTIFIER].floor(ANY, seen)
     slot = min(remaining, heartbeat) if heartbeat else remaining
@@ -46,7 +46,7 @@ async def _wait_any(
         await asyncio.wait_for(event.wait(), timeout=slot)
     except TimeoutError:
         pass
-    return True
+    return not request.app[NOTIFIER].stopping
 
 
 def _update_row(name: str, update_seq: int, change_seq: int) -> dict[str, Any]:
