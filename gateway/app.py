@@ -11,7 +11,7 @@ from gateway.auth import PasswordCache, auth_middleware
 from gateway.cors import cors_middleware
 from gateway.csrf import csrf_middleware
 from gateway.errors import error_middleware, mark_stream_started
-from gateway.idempotency import idempotency_middleware
+from gateway.idempotency import idempotency_middleware, stop_background
 from gateway.keys import ENGINE, NOTIFIER, PASSWORD_CACHE, RATE_LIMITER, REDIS, SETTINGS
 from gateway.logging_mw import request_middleware, setup_observability
 from gateway.migrate import upgrade
@@ -74,6 +74,7 @@ def _engine_ctx(should_migrate: bool):  # type: ignore[no-untyped-def]
         app[ENGINE] = engine
         await ensure_rest_databases(app)
         yield
+        await stop_background(engine)  # claim renewals would reopen connections
         await engine.dispose()
 
     return ctx

@@ -85,7 +85,8 @@ class ActiveClaim:
 
 
 CLAIM: web.RequestKey[ActiveClaim] = web.RequestKey("gateway_idempotency_claim", ActiveClaim)
-_RENEWALS: set[asyncio.Task[None]] = set()  # keeps the renewal tasks referenced
+# the renewal and release tasks of each engine's requests (referenced until done)
+_BACKGROUND: dict[AsyncEngine, set[asyncio.Task[None]]] = {}
 
 
 class ClaimLost(Conflict):
@@ -229,10 +230,25 @@ def _keep_claimed_in_background(engine: AsyncEngine, claim: ActiveClaim) -> asyn
     """Start renewing ``claim``; set the returned event to stop.  The task is never awaited
     by the request (a renewal waiting for a lock must not delay the answer)."""
     done = asyncio.Event()
-    task = asyncio.create_task(_keep_claimed(engine, claim, done))
-    _RENEWALS.add(task)
-    task.add_done_callback(_RENEWALS.discard)
+    _track(engine, asyncio.create_task(_keep_claimed(engine, claim, done)))
     return done
+
+
+def _track(engine: AsyncEngine, task: asyncio.Task[None]) -> asyncio.Task[None]:
+    tasks = _BACKGROUND.setdefault(engine, set())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
+async def stop_background(engine: AsyncEngine) -> None:
+    """Cancel the claim renewals and releases still running on ``engine`` (the app is
+    closing, before the engine is disposed: they would otherwise open new connections on
+    it).  A claim left behind frees itself when its lease runs out."""
+    tasks = _BACKGROUND.pop(engine, set())
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _release_when_back(engine: AsyncEngine, user_id: int, key: str, token: datetime) -> None:
@@ -250,10 +266,10 @@ async def _release_when_back(engine: AsyncEngine, user_id: int, key: str, token:
             continue
 
 
-def _release_in_background(engine: AsyncEngine, user_id: int, key: str, token: datetime) -> None:
-    task = asyncio.create_task(_release_when_back(engine, user_id, key, token))
-    _RENEWALS.add(task)
-    task.add_done_callback(_RENEWALS.discard)
+def _release_in_background(
+    engine: AsyncEngine, user_id: int, key: str, token: datetime
+) -> asyncio.Task[None]:
+    return _track(engine, asyncio.create_task(_release_when_back(engine, user_id, key, token)))
 
 
 @web.middleware

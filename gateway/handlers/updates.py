@@ -138,11 +138,16 @@ def _decode(raw: str) -> tuple[int, dict[str, int]]:
         change, seen = orjson.loads(base64.urlsafe_b64decode(raw.encode("ascii") + b"=="))
     except (ValueError, UnicodeError, binascii.Error, TypeError) as exc:
         raise BadRequest("Invalid since token") from exc
-    if not isinstance(change, int) or not isinstance(seen, dict):
+    if not _position(change) or not isinstance(seen, dict):
         raise BadRequest("Invalid since token")
-    if not all(isinstance(k, str) and isinstance(v, int) for k, v in seen.items()):
+    if not all(isinstance(k, str) and _position(v) for k, v in seen.items()):
         raise BadRequest("Invalid since token")
     return change, seen
+
+
+def _position(value: object) -> bool:
+    """A change or update number as a database can hold it (a BIGINT, not negative)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 async def activity_handler(request: web.Request) -> web.Response:

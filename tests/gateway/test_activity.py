@@ -4,7 +4,10 @@ changed in them by whom — for managers and admins only."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
+
+import orjson
 
 from tests.helpers import Couch
 
@@ -118,3 +121,15 @@ async def test_activity_longpoll_waits_for_the_next_change(
 async def test_a_bad_token_is_400(manager: Couch) -> None:
     await manager.get("/api/v1/activity", params={"since": "!!"}, expected_status=400)
     await manager.get("/api/v1/activity", params={"since": "WzEsMl0"}, expected_status=400)
+
+
+async def test_a_since_token_with_numbers_no_database_holds_is_a_400(manager: Couch) -> None:
+    def token(value: object) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
+
+    for bad in ([2**63, {}], [0, {"db": 2**63}], [-1, {}], [0, {"db": True}], [True, {}]):
+        body = await manager.get(
+            "/api/v1/activity", params={"since": token(bad)}, expected_status=400
+        )
+        assert body == {"error": "bad_request", "reason": "Invalid since token"}, bad
+    await manager.get("/api/v1/activity", params={"since": token([2**63 - 1, {}])})

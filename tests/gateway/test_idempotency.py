@@ -298,3 +298,20 @@ async def test_concurrent_duplicates_on_two_instances_write_once(
                 assert status == 409 and headers["Retry-After"] == "1", raw
                 assert orjson.loads(raw)["error"] == "request_in_progress"
     assert await count_inspections(instances[0]) == 5
+
+
+async def test_claim_work_in_the_background_ends_with_its_app(
+    aiohttp_client: Any, settings: Settings, engine: AsyncEngine
+) -> None:
+    """A release still retrying (the database was away) is cancelled when the app closes,
+    before its engine is disposed, instead of outliving it and opening connections."""
+    from gateway import idempotency
+    from gateway.keys import ENGINE
+
+    client = await aiohttp_client(create_app(settings, migrate=False))
+    app_engine = client.server.app[ENGINE]
+    task = idempotency._release_in_background(app_engine, 1, "k", datetime.now(UTC))
+    assert not task.done()
+    await client.close()
+    assert task.cancelled()
+    assert app_engine not in idempotency._BACKGROUND
