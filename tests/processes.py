@@ -10,13 +10,16 @@ fixture that started it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -209,3 +212,22 @@ async def start_instances(
 
 async def stop_all(instances: list[Instance]) -> None:
     await asyncio.gather(*(instance.stop() for instance in instances))
+
+
+@contextlib.asynccontextmanager
+async def flushed_redis(url: str, needed_by: str) -> AsyncIterator[Any]:
+    """A client of the Redis database ``url``, emptied first (tests that start gateway
+    processes give them a Redis database of their own); skips the test, naming
+    ``needed_by``, when Redis is not reachable."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        await client.flushdb()
+    except Exception as exc:
+        await client.aclose()
+        pytest.skip(f"{needed_by} needs Redis at {url}: {type(exc).__name__}: {exc}")
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import PASSWORD, basic, describe_diff
 from tests.interop.conftest import NodeProcess, start_node
-from tests.processes import Instance, start_instances, stop_all
+from tests.processes import Instance, flushed_redis, start_instances, stop_all
 
 pytestmark = [pytest.mark.interop, pytest.mark.postgres_only]
 
@@ -50,21 +50,8 @@ NODE_TIMEOUT = 180.0  # per awaited line / exit of one client (a loaded 2-CPU bo
 @pytest.fixture
 async def redis_db() -> AsyncIterator[Any]:
     """A client of ``SCALE_REDIS_URL``, flushed; skips the test when Redis is not reachable."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(SCALE_REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        pytest.skip(
-            f"the scale-out test needs Redis at {SCALE_REDIS_URL}: {type(exc).__name__}: {exc}"
-        )
-    await client.flushdb()
-    try:
+    async with flushed_redis(SCALE_REDIS_URL, "the scale-out test") as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

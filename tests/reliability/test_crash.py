@@ -66,7 +66,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schema.tables import databases, idempotency_keys
 from tests.helpers import PASSWORD, Couch, basic, describe_diff
 from tests.interop.conftest import NodeProcess, start_node
-from tests.processes import Instance, start_instances, stop_all
+from tests.processes import Instance, flushed_redis, start_instances, stop_all
 from tests.reliability.invariants import idempotency_violations, store_violations
 from tests.reliability.rest_batches import BATCH_PATH, RestSyncClient
 
@@ -98,18 +98,8 @@ def why(message: str) -> str:
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
     """``REDIS_URL``, flushed (feed wake-ups between restarts go through it)."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
-    try:
-        await client.flushdb()
-    except Exception as exc:
-        await client.aclose()
-        pytest.skip(f"the crash test needs Redis at {REDIS_URL}: {type(exc).__name__}: {exc}")
-    try:
+    async with flushed_redis(REDIS_URL, "the crash test"):
         yield REDIS_URL
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schema.tables import users
 from tests.helpers import PASSWORD, basic
 from tests.interop.conftest import NodeProcess, start_node
-from tests.processes import Instance, start_instances, stop_all
+from tests.processes import Instance, flushed_redis, start_instances, stop_all
 from tests.reliability.invariants import idempotency_violations, store_violations
 from tests.reliability.soak_metrics import (
     LogSummary,
@@ -90,19 +90,8 @@ def team(n: int) -> str:
 async def redis_db() -> AsyncIterator[Any]:
     """A client of ``SOAK_REDIS_URL`` (flushed: this test's own Redis database); skips the
     test when Redis is not reachable."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(SOAK_REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        pytest.skip(f"the soak test needs Redis at {SOAK_REDIS_URL}: {exc}")
-    await client.flushdb()
-    try:
+    async with flushed_redis(SOAK_REDIS_URL, "the soak test") as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
