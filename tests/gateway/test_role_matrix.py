@@ -307,40 +307,49 @@ fixed("GET", api("/activity/stats"), STAFF, api("/activity/stats"))
 fixed("GET", api("/inspections"), USER, api("/inspections"))
 
 
-@row("POST", api("/inspections"), USER, ok=201)
-async def _create_inspection(world: World, ctx: Ctx) -> Plan:
-    new = str(uuid.uuid4())
-    created = functools.partial(world.exists, api(f"/inspections/{new}"))
-    return Plan(Req(api("/inspections"), {"id": new, **INSPECTION}), created)
+def rest_collection_rows(
+    name: str, writers: str, body: dict[str, Any], field: str, author: str
+) -> None:
+    """The create, get, patch and delete rows of ``/api/v1/{name}``: writes need ``writers``
+    access; patch and delete work on a fresh item made by ``author`` (``alice``, ``manager``),
+    and each says how to tell it took effect (``field`` renamed, the item gone)."""
+    base = api(f"/{name}")
+    param = "{" + name[:-1] + "_id}"
+
+    async def fresh(world: World) -> str:
+        maker = getattr(world, author)
+        return (await maker.post(base, body, expected_status=201))["id"]
+
+    @row("POST", base, writers, ok=201)
+    async def _create(world: World, ctx: Ctx) -> Plan:
+        new = str(uuid.uuid4())
+        created = functools.partial(world.exists, f"{base}/{new}")
+        return Plan(Req(base, {"id": new, **body}), created)
+
+    @row("GET", f"{base}/{param}", USER)
+    async def _get(world: World, ctx: Ctx) -> Plan:
+        return Plan(Req(f"{base}/{getattr(world, name[:-1])}"))
+
+    @row("PATCH", f"{base}/{param}", writers)
+    async def _patch(world: World, ctx: Ctx) -> Plan:
+        path = f"{base}/{await fresh(world)}"
+
+        async def patched() -> bool:
+            return (await world.manager.get(path))[field] == "Changed"
+
+        return Plan(Req(path, {"version": 1, field: "Changed"}), patched)
+
+    @row("DELETE", f"{base}/{param}", writers)
+    async def _delete(world: World, ctx: Ctx) -> Plan:
+        path = f"{base}/{await fresh(world)}"
+
+        async def deleted() -> bool:
+            return not await world.exists(path)
+
+        return Plan(Req(path + "?version=1"), deleted)
 
 
-@row("GET", api("/inspections/{inspection_id}"), USER)
-async def _get_inspection(world: World, ctx: Ctx) -> Plan:
-    return Plan(Req(api(f"/inspections/{world.inspection}")))
-
-
-async def alices_inspection(world: World) -> str:
-    return (await world.alice.post(api("/inspections"), INSPECTION, expected_status=201))["id"]
-
-
-@row("PATCH", api("/inspections/{inspection_id}"), USER)
-async def _patch_inspection(world: World, ctx: Ctx) -> Plan:
-    path = api(f"/inspections/{await alices_inspection(world)}")
-
-    async def patched() -> bool:
-        return (await world.manager.get(path))["title"] == "Changed"
-
-    return Plan(Req(path, {"version": 1, "title": "Changed"}), patched)
-
-
-@row("DELETE", api("/inspections/{inspection_id}"), USER)
-async def _delete_inspection(world: World, ctx: Ctx) -> Plan:
-    path = api(f"/inspections/{await alices_inspection(world)}")
-
-    async def deleted() -> bool:
-        return not await world.exists(path)
-
-    return Plan(Req(path + "?version=1"), deleted)
+rest_collection_rows("inspections", USER, INSPECTION, "title", author="alice")
 
 
 @row("GET", api("/inspections/{inspection_id}/photos"), USER)
@@ -379,42 +388,7 @@ fixed("GET", api("/sync/changes"), USER, api("/sync/changes"))
 # -- /api/v1/templates -----------------------------------------------------------------------------
 
 fixed("GET", api("/templates"), USER, api("/templates"))
-
-
-@row("POST", api("/templates"), STAFF, ok=201)
-async def _create_template(world: World, ctx: Ctx) -> Plan:
-    new = str(uuid.uuid4())
-    created = functools.partial(world.exists, api(f"/templates/{new}"))
-    return Plan(Req(api("/templates"), {"id": new, **TEMPLATE}), created)
-
-
-@row("GET", api("/templates/{template_id}"), USER)
-async def _get_template(world: World, ctx: Ctx) -> Plan:
-    return Plan(Req(api(f"/templates/{world.template}")))
-
-
-async def a_template(world: World) -> str:
-    return (await world.manager.post(api("/templates"), TEMPLATE, expected_status=201))["id"]
-
-
-@row("PATCH", api("/templates/{template_id}"), STAFF)
-async def _patch_template(world: World, ctx: Ctx) -> Plan:
-    path = api(f"/templates/{await a_template(world)}")
-
-    async def patched() -> bool:
-        return (await world.manager.get(path))["name"] == "Renamed"
-
-    return Plan(Req(path, {"version": 1, "name": "Renamed"}), patched)
-
-
-@row("DELETE", api("/templates/{template_id}"), STAFF)
-async def _delete_template(world: World, ctx: Ctx) -> Plan:
-    path = api(f"/templates/{await a_template(world)}")
-
-    async def deleted() -> bool:
-        return not await world.exists(path)
-
-    return Plan(Req(path + "?version=1"), deleted)
+rest_collection_rows("templates", STAFF, TEMPLATE, "name", author="manager")
 
 
 # -- /api/v1/conflicts -----------------------------------------------------------------------------
@@ -667,8 +641,9 @@ async def build_world(
     for doc in ("/field/w-doc", "/field/_design/w-design"):
         rev = (await world.alice.put(doc, {"n": 1}))["rev"]
         await world.alice.put(f"{doc}/a.txt", raw=b"hi", headers=TEXT, params={"rev": rev})
-    world.inspection = await alices_inspection(world)
-    world.template = await a_template(world)
+    made = functools.partial(Couch.post, expected_status=201)
+    world.inspection = (await made(world.alice, api("/inspections"), INSPECTION))["id"]
+    world.template = (await made(world.manager, api("/templates"), TEMPLATE))["id"]
     world.conflict = await alices_conflict(world, "w-conflict")
     return world
 

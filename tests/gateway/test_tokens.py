@@ -205,3 +205,18 @@ def test_gateway_token_prints_a_working_access_token(tmp_path: Any, monkeypatch:
     claims = jwt.decode(result.output.strip(), SECRET, algorithms=[ALGORITHM], issuer=ISSUER)
     assert claims["sub"] == "kim" and claims["role"] == "manager"
     assert runner.invoke(main, ["token", "nobody"]).exit_code != 0
+
+
+@pytest.mark.parametrize("now", [100.0, 100.05, 100.95, 100.999])
+def test_a_token_lives_at_least_its_ttl_whatever_the_fraction_of_a_second(
+    monkeypatch: pytest.MonkeyPatch, now: float
+) -> None:
+    from gateway import tokens
+    from schema.users import User
+
+    monkeypatch.setattr(tokens.time, "time", lambda: now)
+    user = User(id=1, name="alice", role="inspector", disabled=False, password_hash="")
+    token, claims = tokens.make_access_token("s" * 64, user, 1)
+    assert now + 1 <= claims.expires_at < now + 2
+    decoded = jwt.decode(token, "s" * 64, algorithms=[ALGORITHM], options={"verify_exp": False})
+    assert decoded["exp"] == claims.expires_at and decoded["iat"] == int(now)
