@@ -58,8 +58,14 @@ def rev_hash(rev: str) -> str:
 
 
 def validate_rev(value: object) -> str:
-    """Return ``value`` if it is a well-formed revision string, else raise ``BadRequest``."""
-    return str(Rev.parse(value))
+    """Return ``value`` if it is a well-formed revision string, else raise ``BadRequest``.
+
+    A well-formed revision is already in canonical form (no leading zeros, no sign, no
+    whitespace), so the string itself is returned: ``str(Rev.parse(value)) == value``.
+    """
+    if type(value) is str and _REV_RE.fullmatch(value) is not None:
+        return value
+    return str(Rev.parse(value))  # a str subclass, or the error
 
 
 def revisions_to_path(revisions: object) -> tuple[str, ...]:

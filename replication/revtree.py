@@ -110,9 +110,12 @@ def _graft(tree: RevTree, revs: tuple[str, ...]) -> RevTree:
 
 def leaves(tree: RevTree) -> list[str]:
     """Return the revisions nobody descends from, highest generation first."""
+    if len(tree) == 1:  # a new document: its only revision is its only leaf
+        return list(tree)
     parents = {node.parent for node in tree.values()}
     found = [rev for rev in tree if rev not in parents]
-    found.sort(key=_rev_sort_key, reverse=True)
+    if len(found) > 1:
+        found.sort(key=_rev_sort_key, reverse=True)
     return found
 
 

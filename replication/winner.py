@@ -23,7 +23,8 @@ class Leaf:
 def leaf_infos(tree: RevTree) -> list[Leaf]:
     """Return every leaf with its deleted flag, winner first."""
     found = [Leaf(rev, tree[rev].deleted) for rev in leaves(tree)]
-    found.sort(key=_winner_key, reverse=True)
+    if len(found) > 1:
+        found.sort(key=_winner_key, reverse=True)
     return found
 
 

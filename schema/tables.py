@@ -80,7 +80,7 @@ databases = Table(
 documents = Table(
     "documents",
     metadata,
-    Column("db_id", Integer, ForeignKey("databases.id", ondelete="CASCADE"), primary_key=True),
+    Column("db_id", Integer, primary_key=True),
     Column("doc_id", DocId, primary_key=True),
     Column("seq", BigInteger, nullable=False),
     Column("winning_rev", Text, nullable=False),
@@ -89,9 +89,14 @@ documents = Table(
     Column("leaves", LargeBinary, nullable=False),
     # {rev: [parent, deleted]}: the whole revision tree (replication.revtree).
     Column("rev_tree", LargeBinary, nullable=False),
-    Column("owner_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("owner_id", Integer, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_by", Integer, nullable=True),  # who wrote the latest change (activity)
+    # On PostgreSQL these two references (and revisions -> documents) are enforced by
+    # statement-level triggers, one set-based check per write instead of one per row
+    # (migration 0007); SQLite keeps them as foreign keys.
+    ForeignKeyConstraint(["db_id"], ["databases.id"], ondelete="CASCADE").ddl_if(dialect="sqlite"),
+    ForeignKeyConstraint(["owner_id"], ["users.id"], ondelete="SET NULL").ddl_if(dialect="sqlite"),
     UniqueConstraint("db_id", "seq", name="uq_documents_db_id_seq"),
     Index("ix_documents_db_id_owner_id_seq", "db_id", "owner_id", "seq"),
 )
@@ -108,9 +113,9 @@ revisions = Table(
     # {name: {content_type, digest, length, revpos}} or NULL.
     Column("attachments", LargeBinary, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    ForeignKeyConstraint(
+    ForeignKeyConstraint(  # a trigger on PostgreSQL: see documents
         ["db_id", "doc_id"], ["documents.db_id", "documents.doc_id"], ondelete="CASCADE"
-    ),
+    ).ddl_if(dialect="sqlite"),
 )
 
 attachments = Table(

@@ -1,6 +1,8 @@
 """Revision ids: parse/format, ``_revisions`` paths, deterministic hashes."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from replication import (
     BadRequest,
@@ -170,3 +172,24 @@ def test_digest_order_does_not_change_the_hash():
 def test_any_change_to_parent_deleted_body_or_digests_changes_the_hash(changed):
     base = new_rev_hash("1-a", False, BODY, [])
     assert new_rev_hash(*changed) != base
+
+
+@given(st.text(alphabet="0123456789-abcXYZ \n", max_size=20))
+def test_validate_rev_agrees_with_parsing_and_returns_the_canonical_form(raw: str) -> None:
+    """The fast path (returning the string itself) accepts exactly what Rev.parse accepts,
+    and what it returns is the parsed revision formatted back."""
+    try:
+        expected = str(Rev.parse(raw))
+    except BadRequest:
+        with pytest.raises(BadRequest):
+            validate_rev(raw)
+        return
+    assert validate_rev(raw) == expected == raw
+
+
+def test_validate_rev_returns_a_plain_str_for_a_str_subclass() -> None:
+    class Tagged(str):
+        pass
+
+    out = validate_rev(Tagged("2-b"))
+    assert out == "2-b" and type(out) is str
