@@ -197,7 +197,7 @@ async def store_with_write(
     content_type, body = stored
     kept = await store_response(
         conn, claim.user_id, claim.key, claim.token, status=resp.status,
-        content_type=content_type, body=body, expires_at=datetime.now(UTC) + KEY_TTL,
+        content_type=content_type, body=body, ttl=KEY_TTL,
     )  # fmt: skip
     if not kept:
         claim.lost = True
@@ -216,9 +216,8 @@ async def _keep_claimed(engine: AsyncEngine, claim: ActiveClaim, done: asyncio.E
         try:
             async with write_transaction(engine) as conn:
                 alive = await renew_claim(
-                    conn, claim.user_id, claim.key, claim.token,
-                    expires_at=datetime.now(UTC) + CLAIM_LEASE,
-                )  # fmt: skip
+                    conn, claim.user_id, claim.key, claim.token, lease=CLAIM_LEASE
+                )
         except Exception as exc:  # the request itself meets the same trouble and answers it
             log.warning("could not renew an %s claim: %s", HEADER, exc)
             continue
@@ -286,9 +285,7 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
     user_id = ctx.user.id
     engine = request.app[ENGINE]
     async with write_transaction(engine) as conn:
-        claim = await claim_key(
-            conn, user_id, key, hashed, now=datetime.now(UTC), lease=CLAIM_LEASE
-        )
+        claim = await claim_key(conn, user_id, key, hashed, lease=CLAIM_LEASE)
     token = claim.token
     if token is None:
         if claim.existing is None:  # claimed and released under us, repeatedly
@@ -327,7 +324,7 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         async with write_transaction(engine) as conn:
             kept = await store_response(
                 conn, user_id, key, token, status=resp.status, content_type=content_type,
-                body=body_out, expires_at=datetime.now(UTC) + KEY_TTL,
+                body=body_out, ttl=KEY_TTL,
             )  # fmt: skip
         if not kept:
             log.warning("%s claim expired before its answer was stored", HEADER)

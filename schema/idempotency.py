@@ -12,6 +12,10 @@ and a request whose claim was taken over (its lease ran out) cannot commit its w
 claim's ``created_at`` (set here, to the microsecond) is its token: storing, renewing and
 releasing only touch the row this request claimed, never a newer claim of the same key.
 An expired row counts as absent.
+
+Every time here is the database's (``schema.times.database_now``), never an instance's:
+with instance clocks, an instance whose clock ran a lease ahead of another's would take
+over that instance's live claim (and its client would get a spurious 409).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schema.engine import insert_ignore
 from schema.tables import idempotency_keys as t
+from schema.times import database_now
 
 CLAIM_ATTEMPTS = 3
 
@@ -57,7 +62,6 @@ async def claim_key(
     key: str,
     request_hash: str,
     *,
-    now: datetime,
     lease: timedelta,
 ) -> Claim:
     """Claim (user_id, key) for a request with ``request_hash``, replacing an expired row.
@@ -65,6 +69,7 @@ async def claim_key(
     Commit right after: the claim must be visible to every other instance before the
     handler runs.
     """
+    now = await database_now(conn)
     for _ in range(CLAIM_ATTEMPTS):
         await conn.execute(
             delete(t).where(t.c.user_id == user_id, t.c.key == key, t.c.expires_at < now)
@@ -99,10 +104,11 @@ async def store_response(
     status: int,
     content_type: str | None,
     body: bytes,
-    expires_at: datetime,
+    ttl: timedelta,
 ) -> bool:
-    """Record the final answer on the row this request claimed; False if it is gone (the
-    lease ran out and the key was claimed again, or purged)."""
+    """Record the final answer on the row this request claimed, kept for ``ttl``; False if
+    it is gone (the lease ran out and the key was claimed again, or purged)."""
+    expires_at = await database_now(conn) + ttl
     result = await conn.execute(
         update(t)
         .where(_row(user_id, key, token), t.c.status.is_(None))
@@ -112,10 +118,11 @@ async def store_response(
 
 
 async def renew_claim(
-    conn: AsyncConnection, user_id: int, key: str, token: datetime, *, expires_at: datetime
+    conn: AsyncConnection, user_id: int, key: str, token: datetime, *, lease: timedelta
 ) -> bool:
-    """Extend this request's claim (still without an answer) to ``expires_at``; False once
-    it holds an answer or is gone (nothing left to keep alive)."""
+    """Extend this request's claim (still without an answer) by ``lease`` from now; False
+    once it holds an answer or is gone (nothing left to keep alive)."""
+    expires_at = await database_now(conn) + lease
     result = await conn.execute(
         update(t)
         .where(_row(user_id, key, token), t.c.status.is_(None))
@@ -129,9 +136,9 @@ async def release_key(conn: AsyncConnection, user_id: int, key: str, token: date
     await conn.execute(delete(t).where(_row(user_id, key, token), t.c.status.is_(None)))
 
 
-async def purge_expired(conn: AsyncConnection, *, now: datetime, dry_run: bool = False) -> int:
-    """Delete (or with ``dry_run`` count) the rows expired at ``now``."""
-    expired = t.c.expires_at < now
+async def purge_expired(conn: AsyncConnection, *, dry_run: bool = False) -> int:
+    """Delete (or with ``dry_run`` count) the rows expired by now."""
+    expired = t.c.expires_at < await database_now(conn)
     if dry_run:
         counted = await conn.execute(select(func.count()).select_from(t).where(expired))
         return int(counted.scalar_one())

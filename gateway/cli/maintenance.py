@@ -81,12 +81,9 @@ def idempotency_group() -> None:
 @click.pass_context
 def idempotency_purge(ctx: click.Context, dry_run: bool) -> None:
     """Delete expired Idempotency-Key rows (expired keys already count as absent)."""
-    from datetime import UTC, datetime
-
     from schema.idempotency import purge_expired
 
-    now = datetime.now(UTC)
-    count = run_db(settings_of(ctx), lambda c: purge_expired(c, now=now, dry_run=dry_run))
+    count = run_db(settings_of(ctx), lambda c: purge_expired(c, dry_run=dry_run))
     if dry_run:
         click.echo(f"would purge {count} expired idempotency key(s)")
     else:

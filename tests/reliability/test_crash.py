@@ -51,7 +51,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -599,6 +599,33 @@ async def test_a_running_request_keeps_its_claim_beyond_the_lease(
     status, _, raw = await first
     assert status == 201, raw
     replay = await send_keyed(alice, "long-running")
+    assert replay[0] == 201 and replay[2] == raw and replay[1]["Idempotent-Replayed"] == "true"
+    assert len((await alice.get(INSPECTIONS_API))["results"]) == 1
+
+
+async def test_an_instance_whose_clock_runs_ahead_does_not_take_over_a_live_claim(
+    alice: Couch, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leases are reckoned by the database's clock.  A duplicate handled by an instance
+    whose clock is an hour ahead (here: the module's clock, patched after the first request
+    claimed its key) must still see the first request's claim as live: a 409, then one
+    application.  With instance clocks, the duplicate took the key over and ran twice."""
+    from gateway import idempotency
+
+    class AnHourAhead(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def,override]
+            return datetime.now(tz) + timedelta(hours=1)
+
+    first = asyncio.ensure_future(send_keyed(alice, "skewed"))
+    await asyncio.wait_for(gate.reached.wait(), 10)
+    monkeypatch.setattr(idempotency, "datetime", AnHourAhead)
+    duplicate = await send_keyed(alice, "skewed")
+    assert duplicate[0] == 409 and orjson.loads(duplicate[2])["error"] == "request_in_progress"
+    gate.opened.set()
+    status, _, raw = await first
+    assert status == 201, raw
+    replay = await send_keyed(alice, "skewed")
     assert replay[0] == 201 and replay[2] == raw and replay[1]["Idempotent-Replayed"] == "true"
     assert len((await alice.get(INSPECTIONS_API))["results"]) == 1
 
