@@ -9,7 +9,8 @@ A ``POST``/``PUT``/``PATCH``/``DELETE`` under ``/api/v1/`` that carries an ``Ide
   committed transaction, ``schema.idempotency``), so two instances on one database racing
   with the same key agree on one winner; the loser sees the winner's row;
 - a row with the same hash and a stored answer is replayed byte for byte (status,
-  ``Content-Type``, body) with ``Idempotent-Replayed: true``; a different hash is
+  ``Content-Type``, body, and its ``ETag``, ``Location`` and ``Last-Modified``) with
+  ``Idempotent-Replayed: true``; a different hash is
   422 ``idempotency_key_reused``; a row still in progress is 409 ``request_in_progress``
   with ``Retry-After: 1`` (the first request is running, maybe on another instance);
 - the handler's answer is stored when its status is below 500, 4xx included (a 409 for a
@@ -60,6 +61,8 @@ log = logging.getLogger("gateway.idempotency")
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
+# Headers of a stored answer that its replays repeat (the resource it made, its version).
+REPLAYED_HEADERS = (hdrs.ETAG, hdrs.LOCATION, hdrs.LAST_MODIFIED)
 MAX_KEY_LENGTH = 255
 MAX_CONTENT_TYPE = 100  # the column's size
 KEY_TTL = timedelta(hours=24)
@@ -159,10 +162,17 @@ def _replay(row: StoredKey, request_hash_: str) -> web.StreamResponse:
         )
         resp.headers["Retry-After"] = "1"
         return resp
-    headers = {REPLAYED_HEADER: "true"}
+    headers = orjson.loads(row.headers) if row.headers else {}
+    headers[REPLAYED_HEADER] = "true"
     if row.content_type:
         headers[hdrs.CONTENT_TYPE] = row.content_type
     return web.Response(status=row.status, body=row.body or b"", headers=headers)
+
+
+def _kept_headers(resp: web.StreamResponse) -> bytes | None:
+    """The answer's headers a replay repeats (``REPLAYED_HEADERS``), as JSON; None if none."""
+    kept = {str(name): resp.headers[name] for name in REPLAYED_HEADERS if name in resp.headers}
+    return orjson.dumps(kept) if kept else None
 
 
 def _storable(resp: web.StreamResponse) -> tuple[str, bytes] | None:
@@ -197,7 +207,7 @@ async def store_with_write(
     content_type, body = stored
     kept = await store_response(
         conn, claim.user_id, claim.key, claim.token, status=resp.status,
-        content_type=content_type, body=body, ttl=KEY_TTL,
+        content_type=content_type, body=body, headers=_kept_headers(resp), ttl=KEY_TTL,
     )  # fmt: skip
     if not kept:
         claim.lost = True
@@ -324,7 +334,7 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         async with write_transaction(engine) as conn:
             kept = await store_response(
                 conn, user_id, key, token, status=resp.status, content_type=content_type,
-                body=body_out, ttl=KEY_TTL,
+                body=body_out, headers=_kept_headers(resp), ttl=KEY_TTL,
             )  # fmt: skip
         if not kept:
             log.warning("%s claim expired before its answer was stored", HEADER)

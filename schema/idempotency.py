@@ -41,6 +41,7 @@ class StoredKey:
     status: int | None  # None: that request is still running
     content_type: str | None
     body: bytes | None
+    headers: bytes | None = None  # the answer's replayed headers, JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ async def claim_key(
             return Claim(token=now)
         found = (
             await conn.execute(
-                select(t.c.request_hash, t.c.status, t.c.content_type, t.c.body).where(
+                select(t.c.request_hash, t.c.status, t.c.content_type, t.c.body, t.c.headers).where(
                     t.c.user_id == user_id, t.c.key == key
                 )
             )
@@ -104,6 +105,7 @@ async def store_response(
     status: int,
     content_type: str | None,
     body: bytes,
+    headers: bytes | None = None,
     ttl: timedelta,
 ) -> bool:
     """Record the final answer on the row this request claimed, kept for ``ttl``; False if
@@ -112,7 +114,13 @@ async def store_response(
     result = await conn.execute(
         update(t)
         .where(_row(user_id, key, token), t.c.status.is_(None))
-        .values(status=status, content_type=content_type, body=body, expires_at=expires_at)
+        .values(
+            status=status,
+            content_type=content_type,
+            body=body,
+            headers=headers,
+            expires_at=expires_at,
+        )
     )
     return result.rowcount == 1
 

@@ -231,6 +231,8 @@ idempotency_keys = Table(
     Column("status", Integer, nullable=True),
     Column("content_type", String(100), nullable=True),
     Column("body", LargeBinary, nullable=True),
+    # The answer's replayed headers ({"ETag": ..., "Location": ...}, JSON) or NULL.
+    Column("headers", LargeBinary, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )

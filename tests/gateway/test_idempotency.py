@@ -315,3 +315,16 @@ async def test_claim_work_in_the_background_ends_with_its_app(
     await client.close()
     assert task.cancelled()
     assert app_engine not in idempotency._BACKGROUND
+
+
+async def test_a_replayed_create_repeats_its_location_and_etag(manager: Couch) -> None:
+    """A client whose first answer was lost retries with the same key: the replay must
+    tell it where the new template is and which version it has (for ``If-Match``)."""
+    template = {"name": "Boiler", "fields": [{"id": "ok", "type": "boolean", "label": "OK?"}]}
+    first = await send(manager, "POST", "/api/v1/templates", template, key="tpl-create")
+    again = await send(manager, "POST", "/api/v1/templates", template, key="tpl-create")
+    assert first[0] == again[0] == 201 and replayed(again)
+    sent, replay = ({k.lower(): v for k, v in a[1].items()} for a in (first, again))
+    assert sent["location"].startswith("/api/v1/templates/") and sent["etag"].startswith('"1-')
+    assert replay["location"] == sent["location"] and replay["etag"] == sent["etag"]
+    assert len((await manager.get("/api/v1/templates"))["results"]) == 1
