@@ -16,6 +16,7 @@ from gateway.keys import ENGINE, NOTIFIER, PASSWORD_CACHE, RATE_LIMITER, REDIS, 
 from gateway.logging_mw import request_middleware, setup_observability
 from gateway.migrate import upgrade
 from gateway.notifier import FeedNotifier
+from gateway.protocol_errors import install as install_protocol_errors
 from gateway.ratelimit import make_limiter
 from gateway.ratelimit_mw import write_rate_limit_middleware
 from gateway.restdb import READY, ensure_rest_databases
@@ -33,6 +34,7 @@ REDIS_TIMEOUT_SECONDS = 1.0  # request-path commands (rate limits, caches), not 
 
 def create_app(settings: Settings, *, migrate: bool | None = None) -> web.Application:
     """Build the application; the embedded default migrates its own database on start."""
+    install_protocol_errors()  # requests aiohttp cannot parse: JSON errors as well
     app = web.Application(
         # Rate limits count a request before its Idempotency-Key is claimed (replays count).
         middlewares=[

@@ -11,7 +11,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from schema.tables import metadata
+from schema.tables import declared_for, metadata
 
 config = context.config
 target_metadata = metadata
@@ -23,6 +23,7 @@ def _configure(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=declared_for(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

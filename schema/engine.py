@@ -42,6 +42,9 @@ def make_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEn
         max_overflow=pool_size,
         pool_recycle=1800,
         hide_parameters=True,
+        # whatever the server's default: the write path and the reference triggers of
+        # migration 0007 are built for READ COMMITTED (reads run in autocommit)
+        isolation_level="READ COMMITTED",
     )
     _configure_postgres(engine)
     return engine

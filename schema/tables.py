@@ -13,6 +13,9 @@ lower than one it already saw (SPEC §4 "Changes feed sequence").
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -257,3 +260,15 @@ inspection_index = Table(
     Index("ix_inspection_index_status", "db_id", "status", "deleted", "doc_id"),
     Index("ix_inspection_index_template", "db_id", "template_id", "deleted", "doc_id"),
 )
+
+
+def declared_for(dialect: str) -> Callable[..., bool]:
+    """An alembic ``include_object`` that leaves out what is declared for another dialect
+    only (the foreign keys PostgreSQL enforces with triggers instead, migration 0007), so
+    autogenerate compares each database with what it should hold."""
+
+    def include(obj: Any, _name: str | None, kind: str, _reflected: bool, _other: Any) -> bool:
+        only = getattr(obj, "_ddl_if", None) if kind == "foreign_key_constraint" else None
+        return only is None or only.dialect is None or only.dialect == dialect
+
+    return include

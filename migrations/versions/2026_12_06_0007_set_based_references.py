@@ -19,10 +19,14 @@ CASCADE                                      of documents deletes their revision
 ===========================================  ===============================================
 
 A violation raises SQLSTATE 23503 (foreign_key_violation) like the constraint did, and the
-whole statement is undone.  ``documents.db_id``/``owner_id`` and a revision's key are never
-updated, so only inserts are checked.  The revision check takes no lock on the document:
-every writer writes a revision in the same transaction as the document's own row, which it
-holds locked until commit, so the document cannot be deleted under it.
+whole statement is undone.  ``TRUNCATE`` of a referenced table cascades the same way (it
+fires no DELETE trigger).  Deleting databases or users is refused (40001) outside READ
+COMMITTED, where a cascade could miss rows committed after the transaction began; the
+gateway's connections always run at READ COMMITTED.  ``documents.db_id``/``owner_id`` and a
+revision's key are never updated, so only inserts are checked.  The revision check takes no
+lock on the document: every writer writes a revision in the same transaction as the
+document's own row, which it holds locked until commit, so the document cannot be deleted
+under it.
 
 SQLite keeps its foreign keys (checked in-process, cheaply): ``schema.tables`` declares them
 for SQLite only.
@@ -58,6 +62,18 @@ _FOREIGN_KEYS = (
 )
 
 _VIOLATION = "USING ERRCODE = 'foreign_key_violation'"
+
+# A cascade reads with the deleting statement's snapshot.  At READ COMMITTED that snapshot is
+# taken after the lock wait, so it sees every document committed meanwhile; under REPEATABLE
+# READ or SERIALIZABLE it could miss one inserted after the transaction began and leave it
+# orphaned (a foreign key's cascade would fail with 40001 there).  Such deletes are refused
+# with 40001; the gateway's own connections always run at READ COMMITTED.
+_READ_COMMITTED = """
+            IF current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE EXCEPTION 'delete from "{table}" must run at READ COMMITTED: its cascade '
+                    'could miss rows committed after this transaction began'
+                    USING ERRCODE = 'serialization_failure';
+            END IF;"""
 
 _FUNCTIONS = {
     "gateway_documents_inserted": f"""
@@ -103,8 +119,9 @@ _FUNCTIONS = {
             RETURN NULL;
         END
     """,
-    "gateway_databases_deleted": """
+    "gateway_databases_deleted": f"""
         BEGIN
+            {_READ_COMMITTED.format(table="databases")}
             DELETE FROM documents AS d USING old_rows AS o WHERE d.db_id = o.id;
             RETURN NULL;
         END
@@ -116,10 +133,35 @@ _FUNCTIONS = {
             RETURN NULL;
         END
     """,
-    "gateway_users_deleted": """
+    "gateway_users_deleted": f"""
         BEGIN
+            {_READ_COMMITTED.format(table="users")}
             UPDATE documents AS d SET owner_id = NULL FROM old_rows AS o
             WHERE d.owner_id = o.id;
+            RETURN NULL;
+        END
+    """,
+    # TRUNCATE fires no DELETE trigger: it cascades the same way here.  A table truncated by
+    # the same statement is empty by now and is left alone (truncating it again would fail).
+    "gateway_databases_truncated": """
+        BEGIN
+            IF EXISTS (SELECT 1 FROM documents) THEN
+                TRUNCATE documents CASCADE;
+            END IF;
+            RETURN NULL;
+        END
+    """,
+    "gateway_documents_truncated": """
+        BEGIN
+            IF EXISTS (SELECT 1 FROM revisions) THEN
+                TRUNCATE revisions CASCADE;
+            END IF;
+            RETURN NULL;
+        END
+    """,
+    "gateway_users_truncated": """
+        BEGIN
+            UPDATE documents SET owner_id = NULL WHERE owner_id IS NOT NULL;
             RETURN NULL;
         END
     """,
@@ -132,6 +174,9 @@ _TRIGGERS = (
     ("gateway_databases_deleted", "databases", "DELETE", "OLD", "gateway_databases_deleted"),
     ("gateway_documents_deleted", "documents", "DELETE", "OLD", "gateway_documents_deleted"),
     ("gateway_users_deleted", "users", "DELETE", "OLD", "gateway_users_deleted"),
+    ("gateway_databases_truncated", "databases", "TRUNCATE", None, "gateway_databases_truncated"),
+    ("gateway_documents_truncated", "documents", "TRUNCATE", None, "gateway_documents_truncated"),
+    ("gateway_users_truncated", "users", "TRUNCATE", None, "gateway_users_truncated"),
 )
 
 
@@ -143,10 +188,10 @@ def upgrade() -> None:
     for function, body in _FUNCTIONS.items():
         op.execute(f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $${body}$$")
     for trigger, table, event, transition, function in _TRIGGERS:
-        kind = "new_rows" if transition == "NEW" else "old_rows"
+        rows = "new_rows" if transition == "NEW" else "old_rows"
+        referencing = f"REFERENCING {transition} TABLE AS {rows} " if transition else ""
         op.execute(
-            f"CREATE TRIGGER {trigger} AFTER {event} ON {table} "
-            f"REFERENCING {transition} TABLE AS {kind} "
+            f"CREATE TRIGGER {trigger} AFTER {event} ON {table} {referencing}"
             f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
         )
 

@@ -593,12 +593,21 @@ async def test_a_running_request_keeps_its_claim_beyond_the_lease(
     first = asyncio.ensure_future(send_keyed(alice, "long-running"))
     await asyncio.wait_for(gate.reached.wait(), 10)
     await asyncio.sleep(2.0)  # two leases: without renewal the claim would be free by now
-    duplicate = await send_keyed(alice, "long-running")
+    await refused_while_running_then_applied_once(alice, gate, first, "long-running")
+
+
+async def refused_while_running_then_applied_once(
+    alice: Couch, gate: Gate, first: asyncio.Future[Any], key: str
+) -> None:
+    """While ``first`` (keyed ``key``) waits at the gate, a duplicate is told it is still
+    running; released, ``first`` is a 201 that replays byte for byte and made one
+    inspection."""
+    duplicate = await send_keyed(alice, key)
     assert duplicate[0] == 409 and orjson.loads(duplicate[2])["error"] == "request_in_progress"
     gate.opened.set()
     status, _, raw = await first
     assert status == 201, raw
-    replay = await send_keyed(alice, "long-running")
+    replay = await send_keyed(alice, key)
     assert replay[0] == 201 and replay[2] == raw and replay[1]["Idempotent-Replayed"] == "true"
     assert len((await alice.get(INSPECTIONS_API))["results"]) == 1
 
@@ -620,14 +629,7 @@ async def test_an_instance_whose_clock_runs_ahead_does_not_take_over_a_live_clai
     first = asyncio.ensure_future(send_keyed(alice, "skewed"))
     await asyncio.wait_for(gate.reached.wait(), 10)
     monkeypatch.setattr(idempotency, "datetime", AnHourAhead)
-    duplicate = await send_keyed(alice, "skewed")
-    assert duplicate[0] == 409 and orjson.loads(duplicate[2])["error"] == "request_in_progress"
-    gate.opened.set()
-    status, _, raw = await first
-    assert status == 201, raw
-    replay = await send_keyed(alice, "skewed")
-    assert replay[0] == 201 and replay[2] == raw and replay[1]["Idempotent-Replayed"] == "true"
-    assert len((await alice.get(INSPECTIONS_API))["results"]) == 1
+    await refused_while_running_then_applied_once(alice, gate, first, "skewed")
 
 
 async def test_a_request_that_outlived_its_lease_cannot_commit_its_write(

@@ -8,8 +8,8 @@ nothing is refused with nothing kept, and deletes cascade (or set the owner to N
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import delete, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from replication import DocEdit
@@ -33,6 +33,14 @@ async def _setup(engine: AsyncEngine) -> tuple[int, int]:
         )
         await update_docs(conn, "r", [DocEdit("c")], new_edits=True, user_id=ids["bob"])
     return db.id, ids["alice"]
+
+
+async def _setup_again(engine: AsyncEngine) -> None:
+    """A database "again" with one document and its revision (no owner)."""
+    async with write_transaction(engine) as conn:
+        await create_database(conn, "again", access_mode="shared")
+        await update_docs(conn, "again", [DocEdit("x")], new_edits=True, user_id=None)
+    assert await _count(engine, revisions) == 1
 
 
 def _document(db_id: int, doc_id: str, owner_id: int | None) -> dict[str, object]:
@@ -122,3 +130,69 @@ async def test_deleting_a_user_leaves_their_documents_without_an_owner(
         owners = dict((await conn.execute(select(documents.c.doc_id, documents.c.owner_id))).all())
     assert owners["a"] is None and owners["b"] is None
     assert owners["c"] is not None  # bob's
+
+
+@pytest.mark.postgres_only
+async def test_deleting_a_database_outside_read_committed_is_refused_on_postgres(
+    engine: AsyncEngine,
+) -> None:
+    """Under REPEATABLE READ a cascade could miss a document committed after the deleting
+    transaction began (a foreign key would fail with 40001 then): the trigger refuses such
+    deletes with 40001, and nothing is deleted."""
+    db_id, alice = await _setup(engine)
+    for table, where in ((databases, databases.c.id == db_id), (users, users.c.id == alice)):
+        with pytest.raises(DBAPIError) as raised:
+            async with engine.connect() as conn:
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+                async with conn.begin():
+                    await conn.execute(delete(table).where(where))
+        assert "40001" in str(raised.value.orig.__cause__.sqlstate)  # type: ignore[union-attr]
+    assert await _count(engine, documents, documents.c.db_id == db_id) == 3
+    assert await _count(engine, documents, documents.c.owner_id == alice) == 2
+
+
+@pytest.mark.postgres_only
+async def test_truncate_cascades_like_delete_on_postgres(engine: AsyncEngine) -> None:
+    await _setup(engine)
+    async with write_transaction(engine) as conn:
+        await conn.execute(text("TRUNCATE users CASCADE"))
+    assert await _count(engine, documents, documents.c.owner_id.is_not(None)) == 0
+    assert await _count(engine, documents) == 3
+    async with write_transaction(engine) as conn:
+        await conn.execute(text("TRUNCATE documents CASCADE"))
+    assert await _count(engine, revisions) == 0
+    await _setup_again(engine)
+    async with write_transaction(engine) as conn:
+        await conn.execute(text("TRUNCATE databases CASCADE"))
+    assert await _count(engine, documents) == 0 and await _count(engine, revisions) == 0
+
+
+@pytest.mark.postgres_only
+async def test_the_gateway_writes_at_read_committed_whatever_the_server_default(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    from schema.engine import make_engine
+
+    async with engine.connect() as conn:
+        name = (await conn.execute(text("SELECT current_database()"))).scalar_one()
+    admin = make_engine(database_url)
+    try:
+        async with admin.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(
+                text(
+                    f'ALTER DATABASE "{name}" SET default_transaction_isolation = "repeatable read"'
+                )
+            )
+        fresh = make_engine(database_url)
+        try:
+            async with write_transaction(fresh) as conn:
+                level = (await conn.execute(text("SHOW transaction_isolation"))).scalar_one()
+        finally:
+            await fresh.dispose()
+    finally:
+        async with admin.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f'ALTER DATABASE "{name}" RESET default_transaction_isolation'))
+        await admin.dispose()
+    assert level == "read committed"
