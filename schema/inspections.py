@@ -204,9 +204,18 @@ async def apply_operations(
                 inspection=None if edit.deleted else represent(edit.doc_id, result.rev,
                                                                 dict(edit.body)),
             )  # fmt: skip
+    # A stale update may name an inspection an earlier operation of this batch created
+    # (absent from ``states``): its owner is read back, and if that creation failed, so
+    # that nothing is stored, the update is answered 404 like any unknown inspection.
+    made_here = [i for i in {canonical_id(op.id) for _, op, _ in stale} if i not in states]
+    made = await load_states(conn, db.id, made_here) if made_here else {}
     for index, op, found in stale:
-        doc_owner = states[canonical_id(op.id)].owner_id
-        result = await _record_stale(conn, db, index, op, found, user_id, device, doc_owner)
+        doc_id = canonical_id(op.id)
+        state = states.get(doc_id) or made.get(doc_id)
+        if state is None:
+            results[index] = _error(index, doc_id, NotFound("No such inspection."))
+            continue
+        result = await _record_stale(conn, db, index, op, found, user_id, device, state.owner_id)
         if tally is not None and result.conflict_id is not None:
             tally.opened += 1
         results[index] = result

@@ -19,10 +19,18 @@ def version_of(rev: str) -> int:
     return rev_pos(rev)
 
 
+# What the REST form says about the document itself: never taken from its body (a body
+# written over CouchDB may hold a "version" of its own, which must not pass for the real one).
+SERVER_FIELDS = frozenset({"id", "version", "rev"})
+
+
 def represent(doc_id: str, rev: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The REST form of a document (``_`` members left out)."""
+    """The REST form of a document (``_`` members and body fields named like the server's
+    own left out)."""
     out = {"id": doc_id, "version": version_of(rev), "rev": rev}
-    out.update({k: v for k, v in body.items() if not k.startswith("_")})
+    out.update(
+        {k: v for k, v in body.items() if not k.startswith("_") and k not in SERVER_FIELDS}
+    )
     return out
 
 

@@ -229,6 +229,28 @@ async def test_batch_applies_each_operation_on_its_own_and_answers_207(alice: Co
     assert (await alice.get(f"{API}/{existing['id']}"))["title"] == "good"
 
 
+async def test_a_stale_update_of_an_inspection_created_in_the_same_batch_is_a_conflict(
+    alice: Couch,
+) -> None:
+    """An offline app replaying its queue: a create, then updates based on versions the
+    server has moved past.  Each stale update is its own 409 with a ConflictRecord; the
+    create and the good update are kept (never a 500 that drops the whole batch)."""
+    fresh = str(uuid.uuid4())
+    ops = [
+        {"op": "create", "id": fresh, "data": {**NEW, "title": "one"}},
+        {"op": "update", "id": fresh, "version": 2, "data": {"title": "ahead"}},
+        {"op": "update", "id": fresh, "version": 1, "data": {"title": "one, edited"}},
+        {"op": "update", "id": fresh, "version": 1, "data": {"title": "replayed"}},
+    ]
+    answer = await alice.post("/api/v1/sync/batch", {"operations": ops}, expected_status=207)
+    got = [(r["status"], r["outcome"]) for r in answer["results"]]
+    assert got == [(201, "created"), (409, "conflict"), (200, "updated"), (409, "conflict")]
+    assert all(answer["results"][i]["conflict_id"] for i in (1, 3))
+    assert (await alice.get(f"{API}/{fresh}"))["title"] == "one, edited"
+    listed = await alice.get(f"/api/v1/conflicts?doc_id={fresh}")
+    assert len(listed["results"]) == 2
+
+
 async def test_a_batch_over_100_is_413_and_states_the_limit(alice: Couch) -> None:
     ops = [{"op": "create", "data": NEW}] * 101
     refused = await alice.post("/api/v1/sync/batch", {"operations": ops}, expected_status=413)

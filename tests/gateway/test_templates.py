@@ -205,6 +205,20 @@ async def test_templates_written_over_couchdb_are_served(manager: Couch, alice: 
     assert patched["version"] == 2 and patched["name"] == "From PouchDB"
 
 
+async def test_body_fields_named_id_version_or_rev_never_pass_for_the_real_ones(
+    manager: Couch, alice: Couch
+) -> None:
+    """A document written over CouchDB may carry its own "version", "id" or "rev": the REST
+    form always shows the server's, so a PATCH with the version it shows succeeds."""
+    body = {"name": "Own fields", "fields": [], "version": 7, "id": "other", "rev": "9-x"}
+    first = await manager.put("/templates/tpl-own", body)
+    second = await manager.put("/templates/tpl-own", {**body, "_rev": first["rev"]})
+    got = await alice.get(f"{API}/tpl-own")
+    assert (got["id"], got["version"], got["rev"]) == ("tpl-own", 2, second["rev"])
+    patched = await manager.request("PATCH", f"{API}/tpl-own", {"version": 2, "active": True})
+    assert patched["version"] == 3 and patched["id"] == "tpl-own"
+
+
 # --- ETags and If-None-Match ---------------------------------------------------------------
 
 
