@@ -36,10 +36,15 @@ async def resolve_record(
     *,
     body: dict[str, Any] | None = None,
     user_id: int | None,
+    role: str | None = None,
     status: str = "resolved",
     tally: ConflictTally | None = None,
 ) -> tuple[ConflictRecord, str]:
     """Resolve one open record; return it as it was and the revision the document now has.
+
+    ``role`` is the resolver's: the database's rules check the resolution like any other
+    write of theirs (an inspector cannot approve an inspection, or undo an approval, by
+    resolving a conflict); None for the policy and the operator's CLI.
 
     ``Conflict`` if it is no longer open; ``MergeConflict`` (with the field paths) if a
     ``merge`` without ``body`` finds both sides changed a field differently.
@@ -85,8 +90,9 @@ async def resolve_record(
     attachments = _stubs(stored.get((record.doc_id, keep)) or (await _row(conn, db, record, keep)))
     edits = resolution_edits(tree, record.doc_id, keep, new_body, attachments)
     _, results = await update_docs(
-        conn, db.name, edits, new_edits=True, user_id=user_id, closing=closing, tally=tally
-    )
+        conn, db.name, edits, new_edits=True, user_id=user_id, closing=closing, tally=tally,
+        role=role,
+    )  # fmt: skip
     for result in results:
         if result.error is not None:
             raise result.error

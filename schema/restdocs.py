@@ -28,9 +28,7 @@ def represent(doc_id: str, rev: str, body: dict[str, Any]) -> dict[str, Any]:
     """The REST form of a document (``_`` members and body fields named like the server's
     own left out)."""
     out = {"id": doc_id, "version": version_of(rev), "rev": rev}
-    out.update(
-        {k: v for k, v in body.items() if not k.startswith("_") and k not in SERVER_FIELDS}
-    )
+    out.update({k: v for k, v in body.items() if not k.startswith("_") and k not in SERVER_FIELDS})
     return out
 
 

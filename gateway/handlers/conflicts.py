@@ -117,7 +117,7 @@ async def resolve_handler(request: web.Request) -> web.Response:
         if not _visible(user, record):
             raise NotFound("No such conflict.")
         record, rev = await resolve_record(
-            conn, record_id, strategy, body=body, user_id=user.id, tally=tally
+            conn, record_id, strategy, body=body, user_id=user.id, role=user.role, tally=tally
         )
         resolved = await get_conflict(conn, record_id)
         resp = json_response({"ok": True, "rev": rev, **resolved.as_json()})

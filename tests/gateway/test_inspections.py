@@ -93,6 +93,36 @@ async def test_keep_mine_on_a_refused_update_applies_it_on_top(
     assert (now["title"], now["site"], now["version"]) == ("Mine", "Block C", 3)
 
 
+async def test_resolving_a_conflict_is_held_to_the_workflow_like_any_write(
+    alice: Couch, manager: Couch
+) -> None:
+    """An inspector cannot approve their own inspection, nor undo an approval, by resolving
+    a conflict of theirs: the resolution is refused (403), the record stays open and the
+    inspection is unchanged.  A manager may resolve the same record."""
+    made = await _create(alice)
+    path = f"{API}/{made['id']}"
+    await alice.request("PATCH", path, {"version": 1, "status": "submitted"})
+    refused = await alice.request(
+        "PATCH", path, {"version": 1, "status": "approved"}, expected_status=409
+    )
+    resolve = f"/api/v1/conflicts/{refused['conflict_id']}/resolve"
+    denied = await alice.post(resolve, {"strategy": "keep_mine"}, expected_status=403)
+    assert denied["error"] == "forbidden"
+    assert (await alice.get(path))["status"] == "submitted"
+    assert (await alice.get(f"/api/v1/conflicts/{refused['conflict_id']}"))["status"] == "open"
+    await manager.post(resolve, {"strategy": "keep_mine"})
+    assert (await alice.get(path))["status"] == "approved"
+    # approved: an inspector's stale edit, then a merge back to draft, is refused as well
+    approved = await alice.get(path)
+    stale = await alice.request(
+        "PATCH", path, {"version": 2, "title": "hacked"}, expected_status=409
+    )
+    undo = {"strategy": "merge", "body": {**NEW, "status": "draft", "title": "hacked"}}
+    await alice.post(f"/api/v1/conflicts/{stale['conflict_id']}/resolve", undo,
+                     expected_status=403)  # fmt: skip
+    assert await alice.get(path) == approved
+
+
 async def test_soft_delete_with_version_is_a_tombstone_that_replicates(
     alice: Couch, manager: Couch
 ) -> None:
