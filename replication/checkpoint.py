@@ -56,9 +56,23 @@ def _has_session(session_id: object, history: Sequence[Mapping[str, Any]]) -> bo
 MAX_SEQ = 2**63 - 1  # a seq is a 64-bit column; a checkpoint claiming more records none
 
 
+# Where each replicator writes the sequence it reached: PouchDB (and RxDB) ``last_seq``,
+# CouchDB's own replicator ``source_last_seq`` (its history entries ``recorded_seq``).
+SEQ_FIELDS = ("last_seq", "source_last_seq")
+HISTORY_SEQ_FIELDS = ("last_seq", "recorded_seq")
+
+
 def checkpoint_seq(body: Mapping[str, Any]) -> int | None:
-    """Return the integer sequence a checkpoint document records, if it records one."""
-    raw = body.get("last_seq")
+    """Return the integer sequence a checkpoint document records, if it records one
+    (PouchDB's ``last_seq`` or CouchDB's ``source_last_seq``)."""
+    for field in SEQ_FIELDS:
+        if field in body:
+            return seq_value(body[field])
+    return None
+
+
+def seq_value(raw: object) -> int | None:
+    """The integer of a recorded sequence (``12``, ``"12"``, ``"12-g1AAAA"``), else None."""
     seq: int | None = None
     if isinstance(raw, int) and not isinstance(raw, bool):
         seq = raw

@@ -18,6 +18,7 @@ from sqlalchemy import Select, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import NotFound, checkpoint_seq
+from replication.checkpoint import HISTORY_SEQ_FIELDS, SEQ_FIELDS, seq_value
 from schema.tables import databases, local_docs, users
 from schema.times import iso
 
@@ -110,21 +111,23 @@ def rewind_body(body: dict[str, Any], to_seq: int) -> dict[str, Any]:
     ``last_seq`` when both sides share the session) resumes a pull from ``to_seq``.
     """
     out = dict(body)
-    if "last_seq" in out:
-        out["last_seq"] = _lowered(out["last_seq"], to_seq)
+    for field in SEQ_FIELDS:  # PouchDB's last_seq, CouchDB's source_last_seq
+        if field in out:
+            out[field] = _lowered(out[field], to_seq)
     history = out.get("history")
     if isinstance(history, list):
-        out["history"] = [
-            {**h, "last_seq": _lowered(h.get("last_seq"), to_seq)}
-            if isinstance(h, dict) and "last_seq" in h
-            else h
-            for h in history
-        ]
+        out["history"] = [_rewound_entry(h, to_seq) for h in history]
     return out
 
 
+def _rewound_entry(entry: Any, to_seq: int) -> Any:
+    if not isinstance(entry, dict):
+        return entry
+    return {k: _lowered(v, to_seq) if k in HISTORY_SEQ_FIELDS else v for k, v in entry.items()}
+
+
 def _lowered(raw: Any, to_seq: int) -> Any:
-    seq = checkpoint_seq({"last_seq": raw})
+    seq = seq_value(raw)
     if seq is None or seq <= to_seq:
         return raw
     return str(to_seq) if isinstance(raw, str) else to_seq

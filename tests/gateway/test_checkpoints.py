@@ -179,3 +179,24 @@ async def test_cli_reset_with_yes_and_to_seq(
     assert (await bob.get(CP))["last_seq"] == 2
     missing = await _cli(database_url, "checkpoints", "reset", "--user", "zed", "--yes")
     assert missing.exit_code != 0 and "zed" in missing.output
+
+
+def test_a_rewind_lowers_couchdb_replicator_checkpoints_too() -> None:
+    """CouchDB's replicator records ``source_last_seq`` and per-session ``recorded_seq``;
+    a rewind lowers those as it lowers PouchDB's ``last_seq``, and keeps the sessions."""
+    from schema.checkpoints import rewind_body
+
+    body = {
+        "session_id": "s2",
+        "source_last_seq": "9-g1AAAA",
+        "history": [
+            {"session_id": "s2", "recorded_seq": "9-g1AAAA", "start_time": "t"},
+            {"session_id": "s1", "recorded_seq": 3},
+        ],
+    }
+    rewound = rewind_body(body, 4)
+    assert rewound["source_last_seq"] == "4" and rewound["session_id"] == "s2"
+    assert rewound["history"] == [
+        {"session_id": "s2", "recorded_seq": "4", "start_time": "t"},
+        {"session_id": "s1", "recorded_seq": 3},
+    ]

@@ -84,10 +84,22 @@ async def test_dry_run_and_a_young_cutoff_change_nothing(
     assert (await alice.get("/field"))["purge_seq"] == 0
 
 
+POUCHDB_CHECKPOINT = {"session_id": "s", "last_seq": 8}
+COUCHDB_CHECKPOINT = {  # CouchDB's own replicator records source_last_seq / recorded_seq
+    "session_id": "s",
+    "source_last_seq": "8-g1AAAA",
+    "replication_id_version": 4,
+    "history": [{"session_id": "s", "recorded_seq": "8-g1AAAA", "start_last_seq": 0}],
+}
+
+
+@pytest.mark.parametrize(
+    "checkpoint", [POUCHDB_CHECKPOINT, COUCHDB_CHECKPOINT], ids=["pouchdb", "couchdb"]
+)
 async def test_a_checkpoint_that_has_not_passed_a_tombstone_keeps_it(
-    alice: Couch, bob: Couch, deleted: dict[str, Any], database_url: str
+    alice: Couch, bob: Couch, deleted: dict[str, Any], database_url: str, checkpoint: Any
 ) -> None:
-    await bob.put("/field/_local/pull", {"session_id": "s", "last_seq": 8})  # saw d0, d1
+    await bob.put("/field/_local/pull", checkpoint)  # saw d0, d1
     result = await _purge(database_url)
     assert result.output.splitlines()[1].split() == ["field", "3", "2", "1", "8", "8"]
     assert "kept 1 tombstone(s)" in result.output

@@ -118,6 +118,9 @@ def test_comparing_logs_does_not_change_them():
         ({"last_seq": "١٢"}, None),  # Arabic-Indic digits are not a seq either
         ({"last_seq": 1.5}, None),
         ({"last_seq": [12]}, None),
+        ({"source_last_seq": "5-g1AAAA", "history": []}, 5),  # CouchDB's replicator
+        ({"source_last_seq": 7}, 7),
+        ({"last_seq": 3, "source_last_seq": 9}, 3),
     ],
 )
 def test_checkpoint_seq_reads_the_integer_a_checkpoint_records(body, seq):
