@@ -270,5 +270,10 @@ async def changes_handler(request: web.Request) -> web.Response:
         if not row.deleted and body is not None:
             entry["inspection"] = represent(row.doc_id, row.winning_rev, orjson.loads(body))
         results.append(entry)
-    last_seq = page[-1].seq if page else max(since, 0)
-    return json_response({"results": results, "last_seq": last_seq, "has_more": len(rows) > limit})
+    has_more = len(rows) > limit
+    # Read to the end, every seq up to the committed update_seq was examined, matched or not
+    # (another user's inspections are not the caller's): last_seq says so, so a checkpoint
+    # moves on instead of rescanning them on every poll (SPEC §4, filtered feeds).
+    upto = access.db.update_seq
+    last_seq = page[-1].seq if has_more else max(upto, since, 0)
+    return json_response({"results": results, "last_seq": last_seq, "has_more": has_more})

@@ -319,6 +319,22 @@ async def test_rest_changes_feed_pages_with_last_seq_and_has_more(alice: Couch, 
     assert empty == {"results": [], "last_seq": rest["last_seq"], "has_more": False}
 
 
+async def test_rest_changes_last_seq_moves_past_changes_that_are_not_the_callers(
+    alice: Couch, bob: Couch
+) -> None:
+    """A user who owns nothing that changed still gets a last_seq at the end of what was
+    examined, so their checkpoint moves on instead of rescanning from 0 on every poll."""
+    mine = await _create(alice)
+    for i in range(3):
+        await _create(bob, title=f"b{i}")
+    feed = await alice.get("/api/v1/sync/changes", params={"since": "0"})
+    assert [r["id"] for r in feed["results"]] == [mine["id"]]
+    assert feed["last_seq"] == 4 and feed["has_more"] is False
+    idle = await alice.get("/api/v1/sync/changes", params={"since": str(feed["last_seq"])})
+    assert idle == {"results": [], "last_seq": 4, "has_more": False}
+    assert (await bob.get("/api/v1/sync/changes", params={"since": "4"}))["last_seq"] == 4
+
+
 @pytest.mark.parametrize("body", [[], {"operations": "x"}, {"operations": [1]}])
 async def test_malformed_batches_are_400_or_per_operation_errors(alice: Couch, body: Any) -> None:
     result = await alice.post("/api/v1/sync/batch", body, expected_status=None)
