@@ -92,8 +92,14 @@ async def write_edits(
         if metrics is not None:
             metrics.record_conflicts(access.db.name, tally.opened, tally.closed)
     written = sum(1 for r in results if r.error is None)
-    count_docs_written(request, access.db.name, written)
-    count_in(request.app, written)  # the dashboard's per-minute chart
-    if written:
-        await request.app[NOTIFIER].notify(access.db.name)
+    await written_docs(request, access.db.name, written)
     return results
+
+
+async def written_docs(request: web.Request, db_name: str, written: int) -> None:
+    """After a committed write of ``written`` documents, by any route (CouchDB or REST):
+    count them (``/metrics``, the dashboard's per-minute chart) and wake the feeds."""
+    count_docs_written(request, db_name, written)
+    count_in(request.app, written)
+    if written:
+        await request.app[NOTIFIER].notify(db_name)

@@ -13,9 +13,10 @@ from aiohttp import web
 
 from gateway.access import STAFF
 from gateway.auth import context
+from gateway.dbctx import written_docs
 from gateway.idempotency import store_with_write
 from gateway.jsonio import json_response, query_int, read_json_object
-from gateway.keys import ENGINE, NOTIFIER, SETTINGS
+from gateway.keys import ENGINE, SETTINGS
 from gateway.metrics import metrics_of
 from gateway.validation import check_document
 from replication import BadRequest, NotFound
@@ -125,5 +126,5 @@ async def resolve_handler(request: web.Request) -> web.Response:
     metrics = metrics_of(request.app)
     if metrics is not None:
         metrics.record_conflicts(record.db, tally.opened, tally.closed)
-    await request.app[NOTIFIER].notify(record.db)
+    await written_docs(request, record.db, 1)
     return resp

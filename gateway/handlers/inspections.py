@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.dbctx import DbAccess, device_of
+from gateway.dbctx import DbAccess, device_of, written_docs
 from gateway.errors import status_of
 from gateway.idempotency import store_with_write
 from gateway.jsonio import json_response, query_int, read_json_object
-from gateway.keys import ENGINE, NOTIFIER, SETTINGS
+from gateway.keys import ENGINE, SETTINGS
 from gateway.metrics import metrics_of
 from gateway.restdb import rest_db
 from gateway.settings import Settings
@@ -74,8 +74,7 @@ async def _apply(
     metrics = metrics_of(request.app)
     if metrics is not None:
         metrics.record_conflicts(DB, tally.opened, tally.closed)
-    if any(r.exc is None for r in results):
-        await request.app[NOTIFIER].notify(DB)
+    await written_docs(request, DB, sum(1 for r in results if r.exc is None))
     return resp
 
 

@@ -25,11 +25,11 @@ from aiohttp import web
 
 from gateway.access import require_write
 from gateway.cache import CachedResponse, response_cache
-from gateway.dbctx import DbAccess
+from gateway.dbctx import DbAccess, written_docs
 from gateway.errors import status_of
 from gateway.idempotency import store_with_write
 from gateway.jsonio import json_response, query_int, raw_json_response, read_json_object
-from gateway.keys import ENGINE, NOTIFIER, SETTINGS
+from gateway.keys import ENGINE, SETTINGS
 from gateway.ratelimit import key_part
 from gateway.restdb import rest_db
 from gateway.validation import check_document
@@ -188,7 +188,7 @@ async def create_handler(request: web.Request) -> web.Response:
         resp = json_response(made, status=201, headers=headers)
         # with the write: a crash cannot leave a generated id without its stored answer
         await store_with_write(request, conn, resp)
-    await request.app[NOTIFIER].notify(DB)
+    await written_docs(request, DB, 1)
     return resp
 
 
@@ -229,5 +229,5 @@ async def _change(
             await store_with_write(request, conn, resp)
     except StaleVersion as exc:
         return _stale(exc)
-    await request.app[NOTIFIER].notify(DB)
+    await written_docs(request, DB, 1)
     return resp

@@ -128,6 +128,30 @@ async def test_successful_writes_count_as_docs_written_per_database(
     assert value(scraped, "gateway_docs_written_total", db="other") == 1
 
 
+async def test_rest_writes_count_as_docs_written_and_in_the_dashboard(
+    client: Any, alice: Couch, manager: Couch
+) -> None:
+    """The field REST API writes the same documents: a batch, a template and a conflict
+    resolution count in ``/metrics`` and in the dashboard's per-minute ``in`` like any
+    CouchDB write; refused operations do not."""
+    new = {"template_id": "t", "title": "x", "site": "s", "responses": {}}
+    ops = [{"op": "create", "data": new} for _ in range(3)] + [{"op": "explode"}]
+    await alice.post("/api/v1/sync/batch", {"operations": ops}, expected_status=207)
+    made = await alice.post("/api/v1/inspections", new, expected_status=201)
+    path = f"/api/v1/inspections/{made['id']}"
+    await alice.request("PATCH", path, {"version": 1, "title": "y"})
+    stale = await alice.request("PATCH", path, {"version": 1, "title": "z"}, expected_status=409)
+    await manager.post(
+        f"/api/v1/conflicts/{stale['conflict_id']}/resolve", {"strategy": "keep_mine"}
+    )
+    await manager.post("/api/v1/templates", {"name": "T", "fields": []}, expected_status=201)
+    scraped = await scrape(client)
+    assert value(scraped, "gateway_docs_written_total", db="inspections") == 6
+    assert value(scraped, "gateway_docs_written_total", db="templates") == 1
+    minutes = (await manager.get("/api/v1/activity/stats?minutes=2"))["minutes"]
+    assert sum(m["in"] for m in minutes) == 7
+
+
 async def test_documents_served_count_as_docs_read(client: Any, alice: Couch, db: str) -> None:
     await alice.post("/field/_bulk_docs", {"docs": [{"_id": "a"}, {"_id": "b"}]},
                      expected_status=201)  # fmt: skip
