@@ -37,7 +37,13 @@ async def parse_changes_params(request: web.Request, settings: Settings) -> Chan
     if request.method == "POST" and request.can_read_body:
         body = await read_json_object(request)
     feed = parse_feed(request.query.get("feed"))
-    since = parse_since(request.query.get("since", body.get("since") and str(body["since"])))
+    raw_since = request.query.get("since", body.get("since") and str(body["since"]))
+    last_event_id = request.headers.get("Last-Event-ID")
+    if feed == "eventsource" and last_event_id:
+        # a browser's EventSource reconnecting says where it stopped: it wins over the URL's
+        # since (as in CouchDB), so a reconnect neither replays nor skips changes
+        raw_since = last_event_id
+    since = parse_since(raw_since)
     limit = query_int(request, "limit")
     heartbeat_raw = request.query.get("heartbeat")
     heartbeat: int | None = None
