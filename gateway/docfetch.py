@@ -122,7 +122,12 @@ async def fetch_docs(
             for att in rev.attachments.values()
         ]
         att_data = await get_attachment_data(conn, db_id, digests) if digests else {}
-    need_tree = options.revs or options.revs_info
+    need_tree = (
+        options.revs
+        or options.revs_info
+        or bool(options.atts_since)
+        or any(r.atts_since for r in requests)
+    )
     trees = {doc_id: row.tree() for doc_id, row in rows.items()} if need_tree else {}
     out: list[list[Fetched]] = []
     for req, pairs in zip(requests, plan, strict=True):

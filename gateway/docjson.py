@@ -82,7 +82,7 @@ def render_revision(
     if rev.deleted:
         head["_deleted"] = True
     if rev.attachments:
-        since = max((rev_pos(r) for r in options.atts_since), default=0)
+        since = _atts_since_pos(tree, rev.rev, options.atts_since)
         head["_attachments"] = attachment_stubs(
             rev.attachments, att_data, with_data=options.attachments, since_pos=since
         )
@@ -100,6 +100,18 @@ def render_revision(
         if options.local_seq:
             head["_local_seq"] = row.seq
     return splice(head, rev.body)
+
+
+def _atts_since_pos(tree: RevTree | None, rev: str, atts_since: tuple[str, ...]) -> int:
+    """The generation up to which the client already has this revision's attachments: the
+    newest ``atts_since`` revision on the path of ``rev`` (itself included), as CouchDB's
+    ``find_ancestor_rev_pos``.  A listed revision on another branch says nothing about this
+    one; without the tree, nothing is assumed (all data inline, never a stub the client
+    cannot resolve)."""
+    if not atts_since or tree is None:
+        return 0
+    path = set(rev_path(tree, rev))
+    return max((rev_pos(r) for r in atts_since if r in path), default=0)
 
 
 def _status(rev: str, tree: RevTree, available: set[str] | None) -> str:

@@ -113,6 +113,25 @@ async def test_atts_since_skips_attachments_the_client_already_has(alice, db):
     assert atts["new.txt"]["data"] == b64(b"new")
 
 
+async def test_atts_since_counts_only_revisions_on_the_path_of_the_one_sent(alice, db):
+    """The replicator fills atts_since from possible_ancestors, which may be leaves of
+    another branch: those say nothing about this branch's attachments, which must come
+    inline (a stub there is one the target cannot resolve: missing_stub)."""
+    att = {"x.txt": {"content_type": "text/plain", "revpos": 2, "data": b64(b"x")}}
+    await push(alice, db, "d", ["2-bbb", "1-aaa"], _attachments=att)
+    await push(alice, db, "d", ["3-ccc", "2-bbb", "1-aaa"], _attachments=att)
+    await push(alice, db, "d", ["2-zzz", "1-aaa"])
+    other_branch = {"id": "d", "rev": "3-ccc", "atts_since": ["2-zzz"]}
+    [result] = await bulk_get(alice, db, [other_branch])
+    assert result["docs"][0]["ok"]["_attachments"]["x.txt"]["data"] == b64(b"x")
+    same_branch = {"id": "d", "rev": "3-ccc", "atts_since": ["2-bbb", "2-zzz"]}
+    [result] = await bulk_get(alice, db, [same_branch])
+    assert result["docs"][0]["ok"]["_attachments"]["x.txt"].get("stub") is True
+    query = {"open_revs": '["3-ccc"]', "atts_since": '["2-zzz"]'}
+    got = await alice.get(f"/{db}/d", params=query, headers={"Accept": "application/json"})
+    assert got[0]["ok"]["_attachments"]["x.txt"]["data"] == b64(b"x")
+
+
 async def test_documents_of_other_owners_look_missing(admin, alice, bob):
     await admin.put("/private", expected_status=201)
     rev = (await alice.put("/private/a", {"secret": 1}))["rev"]
