@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gzip
 import hashlib
 
 import orjson
@@ -199,6 +200,30 @@ async def test_multipart_related_put_stores_following_attachments(client, alice,
     assert doc["_attachments"]["a.txt"]["digest"] == md5(b"hello")
     _, _, data = await raw_get(client, alice, f"/{db}/doc/b.bin")
     assert data == b"\x00\x01\x02"
+
+
+async def test_gzip_encoded_parts_from_couchdbs_replicator_are_stored_plain(client, alice, db):
+    """CouchDB keeps text attachments compressed and its replicator sends them so, with the
+    digest and length of the plain data: the gateway stores the plain data."""
+    plain = b"hello, compressed world " * 40
+    packed = gzip.compress(plain)
+    meta = {"follows": True, "content_type": "text/plain", "revpos": 1, "digest": md5(plain),
+            "length": len(plain), "encoding": "gzip", "encoded_length": len(packed)}  # fmt: skip
+    doc = {"_id": "z", "_rev": "1-abc", "_revisions": {"start": 1, "ids": ["abc"]},
+           "_attachments": {"a.txt": meta}}  # fmt: skip
+    body, headers = multipart(doc, [packed])
+    await alice.put(f"/{db}/z?new_edits=false", raw=body, headers=headers, expected_status=201)
+    _, _, data = await raw_get(client, alice, f"/{db}/z/a.txt")
+    assert data == plain
+    stub = (await alice.get(f"/{db}/z"))["_attachments"]["a.txt"]
+    assert (stub["digest"], stub["length"]) == (md5(plain), len(plain))
+    assert "encoding" not in stub
+    for bad, status in ((b"not gzip", 400), (gzip.compress(b"x" * 70_000_000), 413)):
+        broken = {**doc, "_id": "bad", "_attachments": {"a.txt": {**meta, "digest": None}}}
+        body, headers = multipart(broken, [bad])
+        await alice.put(f"/{db}/bad?new_edits=false", raw=body, headers=headers,
+                        expected_status=status)  # fmt: skip
+    await alice.get(f"/{db}/bad", expected_status=404)
 
 
 async def test_multipart_with_too_few_parts_is_a_bad_request(alice, db):
