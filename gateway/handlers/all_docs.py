@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
 
 from gateway.dbctx import DbAccess, open_db
 from gateway.docfetch import FetchRequest, fetch_docs
@@ -16,9 +17,20 @@ from replication import BadRequest
 from schema.engine import read_transaction
 from schema.reads import AllDocsQuery, DocRow, all_docs_range, count_rows, get_doc_rows
 
+# JSON-valued parameters; the ``*_docid`` ones are plain document ids, as in CouchDB.
+_JSON_PARAMS = frozenset({"key", "keys", "startkey", "start_key", "endkey", "end_key"})
+_DOCID_PARAMS = frozenset({"startkey_docid", "start_key_doc_id", "endkey_docid", "end_key_doc_id"})
+
 
 def _key_param(request: web.Request, *names: str) -> str | None:
     for name in names:
+        if name in _DOCID_PARAMS:
+            raw = request.query.get(name)
+            if raw is not None and "\x00" in raw:
+                raise BadRequest("_all_docs keys may not contain NUL")
+            if raw is not None:
+                return raw
+            continue
         value = query_json(request, name)
         if value is not None:
             if not isinstance(value, str):
@@ -29,6 +41,33 @@ def _key_param(request: web.Request, *names: str) -> str | None:
     return None
 
 
+def _with_body_params(request: web.Request, body: dict[str, Any]) -> web.Request:
+    """``request`` with the body's members as query parameters, over the URL's."""
+    merged = dict(request.query)
+    for name, value in body.items():
+        if name in _JSON_PARAMS:
+            merged[name] = orjson.dumps(value).decode()
+        elif isinstance(value, bool):
+            merged[name] = "true" if value else "false"
+        elif isinstance(value, int | str):
+            merged[name] = str(value)
+        else:
+            raise BadRequest(f"`{name}` must be a string, a number or a boolean")
+    return cast(web.Request, _Parameters(request, MultiDictProxy(MultiDict(merged))))
+
+
+class _Parameters:
+    """A request as the query helpers read it, with other parameters (the body has been
+    read, so aiohttp cannot clone it); everything else is the request's."""
+
+    def __init__(self, request: web.Request, query: MultiDictProxy[str]) -> None:
+        self._request = request
+        self.query = query
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
 def _non_string_key(value: Any) -> str:
     raise BadRequest("_all_docs keys must be document id strings")
 
@@ -36,10 +75,10 @@ def _non_string_key(value: Any) -> str:
 async def all_docs(request: web.Request) -> web.Response:
     """``GET /{db}/_all_docs`` (``POST`` takes ``keys`` in the body)."""
     access = await open_db(request)
-    keys = query_json(request, "keys")
     if request.method == "POST":
-        body = await read_json_object(request)
-        keys = body.get("keys", keys)
+        # CouchDB takes every query parameter in the body too (and the body's win)
+        request = _with_body_params(request, await read_json_object(request))
+    keys = query_json(request, "keys")
     if keys is not None and (
         not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)
     ):
@@ -67,8 +106,10 @@ async def all_docs(request: web.Request) -> web.Response:
                 rows = [(k, r) for k, r in rows if r is not None and not r.deleted]
         else:
             query = AllDocsQuery(
-                start=_key_param(request, "startkey", "start_key", "startkey_docid"),
-                end=_key_param(request, "endkey", "end_key", "endkey_docid"),
+                start=_key_param(
+                    request, "startkey", "start_key", "startkey_docid", "start_key_doc_id"
+                ),
+                end=_key_param(request, "endkey", "end_key", "endkey_docid", "end_key_doc_id"),
                 inclusive_end=query_bool(request, "inclusive_end", True),
                 descending=descending,
                 skip=skip,

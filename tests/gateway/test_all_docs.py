@@ -139,6 +139,26 @@ async def test_keys_must_be_a_list_of_strings(alice, db):
     await alice.post(f"/{db}/_all_docs", {"keys": [1]}, expected_status=400)
 
 
+async def test_post_takes_every_parameter_in_the_body_too(alice, db):
+    """CouchDB 3 accepts the query parameters as body members of a POST (IBM's SDKs send
+    them so); the body's win over the URL's."""
+    await seed(alice, db)
+    body = await alice.post(f"/{db}/_all_docs", {"keys": ["a", "b", "c"], "limit": 1})
+    assert [row["id"] for row in body["rows"]] == ["a"]
+    body = await alice.post(f"/{db}/_all_docs?include_docs=false", {"include_docs": True,
+                                                                      "keys": ["b"]})  # fmt: skip
+    assert body["rows"][0]["doc"]["n"] == "b"
+    body = await alice.post(f"/{db}/_all_docs", {"startkey": "b", "endkey": "c"})
+    assert [row["id"] for row in body["rows"]] == ["b", "c"]
+    await alice.post(f"/{db}/_all_docs", {"limit": [1]}, expected_status=400)
+
+
+async def test_docid_bounds_are_plain_ids_not_json(alice, db):
+    await seed(alice, db)
+    assert await ids_of(alice, db, startkey_docid="c") == ["c", "d", "e"]
+    assert await ids_of(alice, db, end_key_doc_id="b") == ["a", "b"]
+
+
 async def test_bad_parameters_are_bad_requests(alice, db):
     for query in ("limit=-1", "limit=x", "skip=no", "descending=maybe", "startkey=nojson"):
         err = await alice.get(f"/{db}/_all_docs?{query}", expected_status=400)
