@@ -114,7 +114,7 @@ async def fetch_docs(
     if missing:
         stored.update(await get_revisions(conn, db_id, missing))
     att_data = None
-    if options.attachments:
+    if options.attachments or any(r.atts_since for r in requests):
         digests = [
             att["digest"]
             for rev in stored.values()
@@ -133,7 +133,11 @@ async def fetch_docs(
     for req, pairs in zip(requests, plan, strict=True):
         row = rows.get(req.doc_id)
         answers: list[Fetched] = []
-        req_options = replace(options, atts_since=req.atts_since) if req.atts_since else options
+        req_options = (  # an entry with atts_since wants the newer attachments' data
+            replace(options, atts_since=req.atts_since, attachments=True)
+            if req.atts_since
+            else options
+        )
         for doc_id, rev in pairs:
             found = stored.get((doc_id, rev)) if rev is not None else None
             if row is None or found is None:

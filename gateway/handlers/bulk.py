@@ -10,7 +10,6 @@ from aiohttp import web
 from gateway.access import require_write
 from gateway.dbctx import open_db, write_edits
 from gateway.docfetch import FetchRequest, fetch_docs
-from gateway.docjson import RenderOptions
 from gateway.handlers.docs import render_options
 from gateway.jsonio import (
     json_response,
@@ -78,23 +77,13 @@ async def bulk_get(request: web.Request) -> web.Response:
     if not isinstance(docs, list):
         raise BadRequest("Missing JSON list of 'docs'.")
     requests: list[FetchRequest] = []
-    for item in docs:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            raise BadRequest("Each _bulk_get entry needs a string `id`.")
-        rev = item.get("rev")
-        atts_since = item.get("atts_since") or []
-        if not isinstance(atts_since, list):
-            raise BadRequest("atts_since must be a list")
-        requests.append(
-            FetchRequest(
-                item["id"],
-                [validate_rev(rev)] if rev is not None else None,
-                tuple(validate_rev(r) for r in atts_since),
-            )
-        )
+    refused: dict[int, bytes] = {}  # entry index -> its error result (CouchDB: per entry)
+    for index, item in enumerate(docs):
+        try:
+            requests.append(_bulk_get_entry(item))
+        except BadRequest as exc:
+            refused[index] = _bulk_get_error(item, exc)
     options = render_options(request)
-    if any(r.atts_since for r in requests):
-        options = RenderOptions(**{**_asdict(options), "attachments": True})
     async with read_transaction(request.app[ENGINE]) as conn:
         answers = await fetch_docs(
             conn,
@@ -108,15 +97,41 @@ async def bulk_get(request: web.Request) -> web.Response:
     served = sum(a.doc is not None for f in answers for a in f)
     count_docs_read(request, access.db.name, served)
     count_out(request.app, served)  # the dashboard's per-minute chart
+    fetched = iter(zip(requests, answers, strict=True))
     parts = []
-    for req, found in zip(requests, answers, strict=True):
+    for index in range(len(docs)):
+        if index in refused:
+            parts.append(refused[index])
+            continue
+        req, found = next(fetched)
         docs_json = b",".join(a.bulk_get_json() for a in found)
         parts.append(b'{"id":' + orjson.dumps(req.doc_id) + b',"docs":[' + docs_json + b"]}")
     return raw_json_response(b'{"results":[' + b",".join(parts) + b"]}")
 
 
-def _asdict(options: RenderOptions) -> dict[str, Any]:
-    return {name: getattr(options, name) for name in options.__slots__}
+def _bulk_get_entry(item: Any) -> FetchRequest:
+    """One ``_bulk_get`` entry; without ``rev``, every leaf (as CouchDB: ``open_revs=all``)."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        raise BadRequest("Each _bulk_get entry needs a string `id`.")
+    rev = item.get("rev")
+    atts_since = item.get("atts_since") or []
+    if not isinstance(atts_since, list):
+        raise BadRequest("atts_since must be a list of revisions")
+    return FetchRequest(
+        item["id"],
+        [validate_rev(rev)] if rev is not None else "all",
+        tuple(validate_rev(r) for r in atts_since),
+    )
+
+
+def _bulk_get_error(item: Any, exc: BadRequest) -> bytes:
+    """The result of an entry that cannot be served: an error for it alone."""
+    doc_id = item.get("id") if isinstance(item, dict) else None
+    doc_id = doc_id if isinstance(doc_id, str) else None
+    rev = item.get("rev") if isinstance(item, dict) else None
+    error = {"id": doc_id, "rev": rev if isinstance(rev, str) else None,
+             "error": exc.error, "reason": exc.reason}  # fmt: skip
+    return orjson.dumps({"id": doc_id, "docs": [{"error": error}]})
 
 
 async def revs_diff_handler(request: web.Request) -> web.Response:

@@ -140,10 +140,42 @@ async def test_documents_of_other_owners_look_missing(admin, alice, bob):
     assert result["docs"][0]["error"]["error"] == "not_found"
 
 
-async def test_malformed_requests_are_bad_requests(alice, db):
+async def test_a_malformed_body_is_a_bad_request(alice, db):
     await alice.post(f"/{db}/_bulk_get", {"docs": "a"}, expected_status=400)
-    await alice.post(f"/{db}/_bulk_get", {"docs": [{"rev": "1-a"}]}, expected_status=400)
-    await alice.post(f"/{db}/_bulk_get", {"docs": [{"id": "a", "rev": "x"}]}, expected_status=400)
-    await alice.post(
-        f"/{db}/_bulk_get", {"docs": [{"id": "a", "atts_since": "1-a"}]}, expected_status=400
-    )
+    await alice.post(f"/{db}/_bulk_get", {"nodocs": []}, expected_status=400)
+
+
+async def test_a_malformed_entry_is_an_error_for_that_entry_alone(alice, db):
+    """As CouchDB: one bad entry is a bad_request result of its own; the others are served."""
+    rev = (await alice.put(f"/{db}/a", {"n": 1}))["rev"]
+    entries = [{"rev": "1-a"}, {"id": "a", "rev": "x"}, {"id": "a", "atts_since": "1-a"}, 7,
+               {"id": "a", "rev": rev}]  # fmt: skip
+    results = await bulk_get(alice, db, entries)
+    assert len(results) == 5
+    for result, doc_id in zip(results[:4], [None, "a", "a", None], strict=True):
+        assert result["id"] == doc_id
+        assert result["docs"][0]["error"]["error"] == "bad_request"
+    assert results[4]["docs"][0]["ok"]["_rev"] == rev
+
+
+async def test_an_entry_without_rev_gets_every_leaf(alice, db):
+    """CouchDB reads a missing ``rev`` as ``open_revs=all``: conflicts and deleted leaves
+    come back too; a missing document is a not_found error."""
+    await push(alice, db, "d", ["2-bbb", "1-aaa"])
+    await push(alice, db, "d", ["2-ccc", "1-aaa"])
+    await push(alice, db, "d", ["2-ddd", "1-aaa"], _deleted=True)
+    [found, missing] = await bulk_get(alice, db, [{"id": "d"}, {"id": "nope"}])
+    assert sorted(doc["ok"]["_rev"] for doc in found["docs"]) == ["2-bbb", "2-ccc", "2-ddd"]
+    assert missing["docs"][0]["error"]["error"] == "not_found"
+
+
+async def test_only_the_entry_with_atts_since_gets_attachment_data(alice, db):
+    first = await alice.put(f"/{db}/a", {"_attachments": {"old.txt": {"data": b64(b"o")}}})
+    await alice.put(f"/{db}/b", {"_attachments": {"b.txt": {"data": b64(b"b")}}})
+    doc = await alice.get(f"/{db}/a")
+    doc["_attachments"]["new.txt"] = {"data": b64(b"n")}
+    second = await alice.put(f"/{db}/a", doc)
+    entries = [{"id": "a", "rev": second["rev"], "atts_since": [first["rev"]]}, {"id": "b"}]
+    with_since, plain = await bulk_get(alice, db, entries)
+    assert with_since["docs"][0]["ok"]["_attachments"]["new.txt"]["data"] == b64(b"n")
+    assert plain["docs"][0]["ok"]["_attachments"]["b.txt"].get("stub") is True
