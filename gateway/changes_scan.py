@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.changes_params import ChangesParams
 from gateway.dbctx import DbAccess
@@ -26,7 +26,7 @@ from gateway.docjson import RenderOptions, render_revision
 from schema.changes import ChangeRow, read_changes
 from schema.databases import get_database
 from schema.engine import read_transaction
-from schema.reads import DocRow, RevisionRow
+from schema.reads import DocRow, RevisionRow, get_attachment_data
 
 BODY_BYTES_PER_QUERY = 1024 * 1024
 FIRST_BODY_QUERY_ROWS = 10
@@ -83,12 +83,13 @@ async def scan(
                 owner_id=access.owner,
                 doc_ids=params.doc_ids,
             )
+            att_data = await _attachment_data(conn, access, rows, params)
         out: list[tuple[int, bytes]] = []
         for row in rows:
             if params.limit is not None and state.matched >= params.limit:
                 break
             before = state.since = row.seq
-            rendered = render_change(row, params, access)
+            rendered = render_change(row, params, access, att_data)
             if rendered is not None:
                 state.matched += 1
                 out.append((row.seq, rendered))
@@ -105,13 +106,35 @@ async def scan(
             return
 
 
-def render_change(row: ChangeRow, params: ChangesParams, access: DbAccess) -> bytes | None:
-    """Render one change row, or None when a filter rejects it."""
+async def _attachment_data(
+    conn: AsyncConnection, access: DbAccess, rows: list[ChangeRow], params: ChangesParams
+) -> dict[str, bytes] | None:
+    """With ``include_docs`` and ``attachments``: the bytes of the rows' attachments (one
+    query), to send inline as base64 as CouchDB does; else None (stubs)."""
+    if not (params.include_docs and params.attachments):
+        return None
+    digests = [
+        att["digest"]
+        for row in rows
+        if row.attachments and row.body is not None
+        for att in orjson.loads(row.attachments).values()
+    ]
+    return await get_attachment_data(conn, access.db.id, digests) if digests else {}
+
+
+def render_change(
+    row: ChangeRow,
+    params: ChangesParams,
+    access: DbAccess,
+    att_data: dict[str, bytes] | None = None,
+) -> bytes | None:
+    """Render one change row, or None when a filter rejects it (``att_data``: attachment
+    bytes to inline, with ``attachments=true``)."""
     if params.design_only and not row.doc_id.startswith("_design/"):
         return None
     doc_bytes: bytes | None = None
     if params.include_docs or params.selector is not None:
-        doc_bytes = _render_doc(row, params, access)
+        doc_bytes = _render_doc(row, params, access, att_data)
         if params.selector is not None:
             if doc_bytes is None or not params.selector.matches(orjson.loads(doc_bytes)):
                 return None
@@ -128,7 +151,9 @@ def render_change(row: ChangeRow, params: ChangesParams, access: DbAccess) -> by
     return encoded
 
 
-def _render_doc(row: ChangeRow, params: ChangesParams, access: DbAccess) -> bytes | None:
+def _render_doc(
+    row: ChangeRow, params: ChangesParams, access: DbAccess, att_data: dict[str, bytes] | None
+) -> bytes | None:
     if row.body is None:
         return None
     revision = RevisionRow(
@@ -142,6 +167,7 @@ def _render_doc(row: ChangeRow, params: ChangesParams, access: DbAccess) -> byte
         row.doc_id,
         revision,
         row=doc_row,
-        options=RenderOptions(conflicts=params.conflicts),
+        options=RenderOptions(conflicts=params.conflicts, attachments=att_data is not None),
+        att_data=att_data,
         revs_limit=access.db.revs_limit,
     )

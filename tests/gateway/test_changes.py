@@ -7,6 +7,7 @@ Streaming feeds are started as a task before the write they wait for, and bounde
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import orjson
 import pytest
@@ -265,6 +266,20 @@ async def test_an_eventsource_reconnect_resumes_from_last_event_id(client, alice
     ids = [orjson.loads(b[len("data: ") :].split("\n")[0])["id"] for b in raw.split("\n\n")
            if b.startswith("data: ") and '"id"' in b.split("\n")[0]]  # fmt: skip
     assert ids == ["c"]
+
+
+async def test_include_docs_with_attachments_inlines_their_data(alice, db):
+    """As CouchDB: ``attachments=true`` (with ``include_docs``) sends the data as base64;
+    without it the documents carry stubs."""
+    data = base64.b64encode(b"hello").decode()
+    await alice.put(f"/{db}/a", {"_attachments": {"n.txt": {"content_type": "text/plain",
+                                                            "data": data}}})  # fmt: skip
+    await write(alice, db, "b")
+    full = await alice.get(f"/{db}/_changes?include_docs=true&attachments=true")
+    docs = {r["id"]: r["doc"] for r in full["results"]}
+    assert docs["a"]["_attachments"]["n.txt"]["data"] == data and "_attachments" not in docs["b"]
+    stubs = await alice.get(f"/{db}/_changes?include_docs=true")
+    assert stubs["results"][0]["doc"]["_attachments"]["n.txt"]["stub"] is True
 
 
 async def test_local_documents_are_not_changes(alice, db):
