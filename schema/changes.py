@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Integer, Text, bindparam, select
+from sqlalchemy import BigInteger, Integer, Text, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
@@ -101,3 +101,15 @@ async def read_changes(
     if include_bodies:
         return [ChangeRow(r[0], r[1], r[2], r[3], loads(r[4]), r[5], r[6]) for r in rows]
     return [ChangeRow(r[0], r[1], r[2], r[3], loads(r[4]), None, None) for r in rows]
+
+
+async def count_changes(
+    conn: AsyncConnection, db_id: int, *, since: int, upto: int, owner_id: int | None = None
+) -> int:
+    """How many documents changed after ``since`` up to ``upto`` (each counts once, at its
+    latest seq): CouchDB's ``pending``.  An index range count on ``(db_id, seq)``."""
+    cond = (documents.c.db_id == db_id) & (documents.c.seq > since) & (documents.c.seq <= upto)
+    if owner_id is not None:
+        cond = cond & (documents.c.owner_id == owner_id)
+    counted = await conn.execute(select(func.count()).select_from(documents).where(cond))
+    return int(counted.scalar_one())

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from gateway.changes_params import ChangesParams, parse_changes_params
-from gateway.changes_scan import ScanState, scan
+from gateway.changes_scan import ScanState, current_seq, scan
 from gateway.cors import add_cors_headers
 from gateway.dbctx import DbAccess, open_db
 from gateway.feedsend import WRITE_BUFFER_HIGH, FeedSender
@@ -29,6 +29,8 @@ from gateway.metrics import count_docs_read, feed_listener
 from gateway.notifier import FeedNotifier
 from gateway.stats import count_out
 from replication import ResetRequired
+from schema.changes import count_changes
+from schema.engine import read_transaction
 
 BUFFER_LIMIT = 256 * 1024
 PIECE_BYTES = WRITE_BUFFER_HIGH
@@ -175,7 +177,14 @@ async def _json_feed(
         upto = None
     pending = 0
     if params.limit is not None and state.matched >= params.limit and not params.descending:
-        pending = max(0, (upto if upto is not None else state.since) - state.since)
+        # the documents still to come, each once (not the seqs: a document edited ten times
+        # after since is one change to come)
+        end = upto if upto is not None else await current_seq(engine, access.db.name)
+        if end > state.since:
+            async with read_transaction(engine) as conn:
+                pending = await count_changes(
+                    conn, access.db.id, since=state.since, upto=end, owner_id=access.owner
+                )
     tail = orjson.dumps({"last_seq": state.since, "pending": pending})
     await out.write(b"\n],\n" + tail[1:] + b"\n")
     return await out.finish()

@@ -82,6 +82,17 @@ async def test_limit_stops_early_and_reports_pending_changes(alice, db):
     assert feed["last_seq"] == 1 and feed["pending"] == 2
 
 
+async def test_pending_counts_documents_not_sequence_numbers(alice, db):
+    """``b`` edited nine times is one change still to come, as in CouchDB."""
+    await write(alice, db, "a")
+    rev = (await alice.put(f"/{db}/b", {"n": 0}))["rev"]
+    for n in range(1, 10):
+        rev = (await alice.put(f"/{db}/b", {"_rev": rev, "n": n}))["rev"]
+    await write(alice, db, "c")
+    feed = await changes(alice, db, "?limit=1")
+    assert ids(feed) == ["a"] and feed["pending"] == 2
+
+
 async def test_descending_lists_the_newest_first(alice, db):
     await write(alice, db, "a", "b", "c")
     assert ids(await changes(alice, db, "?descending=true")) == ["c", "b", "a"]
