@@ -11,6 +11,7 @@ from gateway.access import require_write
 from gateway.dbctx import DbAccess, open_db, write_edits
 from gateway.docfetch import FetchRequest, fetch_docs
 from gateway.docjson import RenderOptions
+from gateway.etags import none_match
 from gateway.jsonio import json_response, query_bool, query_json, raw_json_response, read_json
 from gateway.keys import ENGINE, SETTINGS
 from gateway.multipart import multipart_mixed, read_multipart_doc
@@ -86,7 +87,10 @@ async def get_doc(request: web.Request) -> web.Response:
         raise NotFound("missing")
     if rev is None and orjson.loads(answer.doc).get("_deleted"):
         raise NotFound("deleted")
-    return raw_json_response(answer.doc, headers={"ETag": f'"{answer.rev}"'})
+    etag = f'"{answer.rev}"'
+    if none_match(request, etag):  # the client has this revision already: as CouchDB, 304
+        return web.Response(status=304, headers={"ETag": etag})
+    return raw_json_response(answer.doc, headers={"ETag": etag})
 
 
 def _wants_multipart(request: web.Request) -> bool:

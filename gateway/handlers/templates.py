@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ from gateway.access import require_write
 from gateway.cache import CachedResponse, response_cache
 from gateway.dbctx import DbAccess, written_docs
 from gateway.errors import status_of
+from gateway.etags import none_match
 from gateway.idempotency import store_with_write
 from gateway.jsonio import json_response, query_int, raw_json_response, read_json_object
 from gateway.keys import ENGINE, SETTINGS
@@ -51,23 +51,9 @@ API = "/api/v1/templates"
 MAX_LIMIT = 200
 CACHE_TTL_SECONDS = 300
 CACHE_CONTROL = "private, no-cache"
-_ENTITY_TAG = re.compile(r'(?:W/)?"([^"]*)"')
 
 
 # --- conditional responses ---------------------------------------------------------------
-
-
-def none_match(request: web.Request, etag: str) -> bool:
-    """Whether ``If-None-Match`` matches ``etag``: ``*``, or any listed entity-tag by the
-    weak comparison of RFC 9110 §8.8.3.2 (``W/"x"`` matches ``"x"``)."""
-    values = request.headers.getall("If-None-Match", [])
-    opaque = etag.removeprefix("W/")
-    for value in values:
-        if value.strip() == "*":
-            return True
-        if any(f'"{tag}"' == opaque for tag in _ENTITY_TAG.findall(value)):
-            return True
-    return False
 
 
 def conditional(request: web.Request, cached: CachedResponse) -> web.Response:

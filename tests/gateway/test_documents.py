@@ -53,6 +53,19 @@ async def test_a_new_document_gets_a_first_generation_rev_and_an_etag(alice, db,
         assert await resp.json() == {"_id": "doc", "_rev": rev, "title": "a"}
 
 
+async def test_if_none_match_with_the_current_rev_is_304(alice, db, client):
+    """As CouchDB: a client that already has the current revision gets 304 and no body; an
+    older one gets the document."""
+    first = await create(alice, db, "doc", {"v": 1})
+    second = (await alice.put(f"/{db}/doc", {"v": 2, "_rev": first}))["rev"]
+    for held, status in ((second, 304), (first, 200), ("*", 304)):
+        tag = held if held == "*" else f'"{held}"'
+        headers = alice.headers({"If-None-Match": tag})
+        async with client.get(f"/{db}/doc", headers=headers) as resp:
+            assert resp.status == status and resp.headers["ETag"] == f'"{second}"'
+            assert (await resp.read() == b"") == (status == 304)
+
+
 async def test_an_update_with_a_stale_rev_is_a_conflict(alice, db):
     first = await create(alice, db, "doc", {"v": 1})
     second = (await alice.put(f"/{db}/doc", {"v": 2, "_rev": first}))["rev"]
