@@ -127,15 +127,77 @@ ENV_NAMES = {
 }
 
 
+# Inclusive bounds of the numeric settings: a value outside is refused at start, naming its
+# variable (a batch size of 0 would spin, a port past 65535 wraps, a TTL of a million years
+# overflows a date).  Limits and rates of 0 switch those limits off.
+RANGES: dict[str, tuple[float, float]] = {
+    "port": (1, 65_535),
+    "db_pool_size": (1, 1_000),
+    "max_request_bytes": (1, 2**40),
+    "max_document_bytes": (1, 2**40),
+    "max_attachment_bytes": (1, 2**40),
+    "photo_max_bytes": (1, 2**40),
+    "max_bulk_docs": (1, 10_000_000),
+    "changes_batch_size": (1, 1_000_000),
+    "feed_poll_seconds": (0.01, 86_400),
+    "default_heartbeat_ms": (1, 86_400_000),
+    "max_feed_timeout_ms": (0, 7 * 86_400_000),
+    "cloudinary_timeout_seconds": (0.1, 3_600),
+    "access_token_ttl_seconds": (1, 366 * 86_400),
+    "refresh_token_ttl_days": (1, 3_660),
+    "login_max_failures_per_user": (0, 10**9),
+    "login_max_failures_per_address": (0, 10**9),
+    "login_failure_window_seconds": (0, 366 * 86_400),
+    "write_rate_per_user": (0, 10**9),
+    "write_rate_per_device": (0, 10**9),
+    "write_rate_window_seconds": (1, 366 * 86_400),
+}
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# The drivers the gateway runs on; the spellings operators also use are mapped onto them.
+DATABASE_SCHEMES = {
+    "postgresql+asyncpg://": "postgresql+asyncpg://",
+    "postgresql://": "postgresql+asyncpg://",
+    "postgres://": "postgresql+asyncpg://",
+    "sqlite+aiosqlite://": "sqlite+aiosqlite://",
+    "sqlite://": "sqlite+aiosqlite://",
+}
+_SECRET_PARAM = re.compile(r"pass|secret|token|key|auth", re.IGNORECASE)
+
+
 def _mask(value: str) -> str:
-    if "://" in value and "@" in value:
-        scheme, rest = value.split("://", 1)
+    """``value`` with its password and secret-looking query parameters replaced by ***."""
+    if "://" not in value:
+        return "***"
+    scheme, rest = value.split("://", 1)
+    rest, sep, query = rest.partition("?")
+    if "@" in rest:
         creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    if "://" in value:
-        return value
-    return "***"
+        rest = f"{creds.split(':', 1)[0]}:***@{host}"
+    if sep:
+        params = []
+        for pair in query.split("&"):
+            name, eq, _ = pair.partition("=")
+            params.append(f"{name}=***" if eq and _SECRET_PARAM.search(name) else pair)
+        rest = f"{rest}?{'&'.join(params)}"
+    return f"{scheme}://{rest}"
+
+
+def _database_url(raw: str) -> str:
+    if not raw:
+        return raw
+    for given, driver in DATABASE_SCHEMES.items():
+        if raw.startswith(given):
+            return driver + raw[len(given) :]
+    raise ValueError("expected postgresql+asyncpg://... or sqlite+aiosqlite:///...")
+
+
+def _in_range(name: str, value: float) -> None:
+    low, high = RANGES[name]
+    if not low <= value <= high:
+        raise ValueError(f"expected {low:g} to {high:g}")
 
 
 def _convert(name: str, raw: str) -> Any:
@@ -162,14 +224,26 @@ def _convert(name: str, raw: str) -> Any:
         if raw.strip().lower() not in ("json", "text"):
             raise ValueError("expected json or text")
         return raw.strip().lower()
+    if name == "log_level":
+        if raw.strip().upper() not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+        return raw.strip().upper()
+    if name == "redis_url" and raw and not raw.startswith(REDIS_SCHEMES):
+        raise ValueError("expected redis://, rediss:// or unix://")
+    if name == "database_url":
+        return _database_url(raw.strip())
     if name == "data_dir":
         return Path(raw)
     if isinstance(default, bool):
-        return raw.lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
+        word = raw.strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise ValueError("expected true or false")
+        return word in TRUE_WORDS
+    if isinstance(default, int | float):
+        value = int(raw) if isinstance(default, int) else float(raw)
+        if name in RANGES:
+            _in_range(name, value)
+        return value
     return raw or None if name in ("redis_url", "cloudinary_url") else raw
 
 
@@ -189,7 +263,15 @@ def load_settings(
             except ValueError as exc:
                 shown = "(hidden)" if name in SECRET_NAMES else repr(merged[var])
                 raise SystemExit(f"Invalid value for {var}: {shown} ({exc})") from exc
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name == "database_url":  # --database-url: the same spellings as the variable
+            try:
+                value = _database_url(value.strip())
+            except ValueError as exc:
+                raise SystemExit(f"Invalid value for --database-url (hidden) ({exc})") from exc
+        values[name] = value
     settings = Settings(**values)
     if not settings.database_url:
         db_file = settings.data_dir / "gateway.sqlite3"

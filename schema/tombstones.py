@@ -131,4 +131,10 @@ def parse_age(raw: str) -> timedelta:
     number = text[:-1]
     if not text or text[-1] not in units or not (number.isascii() and number.isdigit()):
         raise ValueError(f"not a duration: {raw!r} (use e.g. 90d, 12h, 30m)")
-    return timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    seconds = int(number) * units[text[-1]]
+    if seconds > MAX_AGE_SECONDS:  # beyond this, "now minus the age" is no date at all
+        raise ValueError(f"{raw!r} is longer than the 100 years a cutoff can go back")
+    return timedelta(seconds=seconds)
+
+
+MAX_AGE_SECONDS = 100 * 366 * 86_400

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import orjson
+from alembic.util.exc import CommandError
 
 from gateway.cli.common import settings_of
 from gateway.cli.root import main
@@ -19,7 +20,9 @@ from schema.engine import make_engine
 
 @main.command()
 @click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port to listen on (default 5984).")
+@click.option(
+    "--port", type=click.IntRange(1, 65_535), default=None, help="Port to listen on (default 5984)."
+)
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run the HTTP server."""
@@ -31,16 +34,18 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     settings = settings_of(ctx)
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    web.run_app(
-        app,
-        loop=_event_loop(),
-        host=host or settings.host,
-        port=port or settings.port,
-        access_log=None,
-        print=lambda _msg: click.echo(
-            f"gateway listening on http://{host or settings.host}:{port or settings.port}"
-        ),
-    )
+    where = f"{host or settings.host}:{port or settings.port}"
+    try:
+        web.run_app(
+            app,
+            loop=_event_loop(),
+            host=host or settings.host,
+            port=port or settings.port,
+            access_log=None,
+            print=lambda _msg: click.echo(f"gateway listening on http://{where}"),
+        )
+    except OSError as exc:  # the port is taken, the address is not this machine's, ...
+        raise click.ClickException(f"cannot listen on {where}: {exc.strerror or exc}") from exc
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -72,7 +77,10 @@ def _migrate(settings: Settings, action: Callable[[Any], Awaitable[None]]) -> No
         finally:
             await engine.dispose()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except CommandError as exc:  # an unknown revision, say: alembic's words, no traceback
+        raise click.ClickException(str(exc)) from exc
 
 
 @db.command("upgrade")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import orjson
@@ -86,3 +87,69 @@ def test_db_upgrade_on_the_configured_database(runner: CliRunner, tmp_path: Path
     assert (tmp_path / "other.sqlite3").exists()
     down = runner.invoke(main, ["--database-url", url, "db", "downgrade", "base"])
     assert down.exit_code == 0, down.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GATEWAY_CHANGES_BATCH_SIZE", "0"),  # a feed would spin for ever
+        ("GATEWAY_PORT", "99999"),  # would wrap to another port
+        ("GATEWAY_REFRESH_TOKEN_TTL_DAYS", "999999999"),  # a login would overflow a date
+        ("GATEWAY_ACCESS_TOKEN_TTL_SECONDS", "-5"),  # every token born expired
+        ("GATEWAY_FEED_POLL_SECONDS", "nan"),
+        ("GATEWAY_METRICS_PUBLIC", "ture"),  # a typo must not silently mean false
+        ("GATEWAY_LOG_LEVEL", "verbose"),
+        ("GATEWAY_REDIS_URL", "notaurl"),
+        ("GATEWAY_DATABASE_URL", "foo://x"),
+    ],
+)
+def test_a_bad_setting_is_refused_at_start_naming_its_variable(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    for command in (["config"], ["users", "list"]):
+        result = runner.invoke(main, command)
+        assert result.exit_code == 1 and f"Invalid value for {variable}" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_usual_spellings_of_settings_are_understood(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", "postgres://app:pw@db.internal/field")
+    monkeypatch.setenv("GATEWAY_LOG_LEVEL", "debug")
+    monkeypatch.setenv("GATEWAY_METRICS_PUBLIC", "off")
+    shown = orjson.loads(runner.invoke(main, ["config"]).output)
+    assert shown["database_url"] == "postgresql+asyncpg://app:***@db.internal/field"
+    assert shown["log_level"] == "DEBUG" and shown["metrics_public"] is False
+
+
+def test_config_masks_secrets_in_query_strings(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY_REDIS_URL", "redis://cache:6379/0?password=s3cr3t&ssl=true")
+    result = runner.invoke(main, ["config"])
+    assert "s3cr3t" not in result.output
+    assert orjson.loads(result.output)["redis_url"] == "redis://cache:6379/0?password=***&ssl=true"
+
+
+def test_cli_mistakes_are_errors_not_tracebacks(runner: CliRunner) -> None:
+    unknown = runner.invoke(main, ["db", "upgrade", "nosuchrev"])
+    assert unknown.exit_code == 1 and "nosuchrev" in unknown.output
+    too_old = runner.invoke(main, ["tombstones", "purge", "--older-than", "99999999999d"])
+    assert too_old.exit_code == 2 and "100 years" in too_old.output
+    bad_port = runner.invoke(main, ["serve", "--port", "99999"])
+    assert bad_port.exit_code == 2
+    for result in (unknown, too_old, bad_port):
+        assert not isinstance(result.exception, Exception) or isinstance(
+            result.exception, SystemExit
+        ), result.exception
+
+
+def test_serve_on_a_port_in_use_says_so(runner: CliRunner) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(main, ["serve", "--port", str(port)])
+    assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output
