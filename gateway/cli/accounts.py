@@ -78,12 +78,23 @@ def dbs_group() -> None:
 
 @dbs_group.command("create")
 @click.argument("name")
-@click.option("--access-mode", type=click.Choice(dbs.ACCESS_MODES), default="owned")
+@click.option(
+    "--access-mode",
+    type=click.Choice(dbs.ACCESS_MODES),
+    default=None,
+    help="owned (default), shared or readonly; the REST API's databases have theirs.",
+)
 @click.pass_context
-def dbs_create(ctx: click.Context, name: str, access_mode: str) -> None:
+def dbs_create(ctx: click.Context, name: str, access_mode: str | None) -> None:
     """Create database NAME."""
-    run_db(settings_of(ctx), lambda c: dbs.create_database(c, name, access_mode=access_mode))
-    click.echo(f"created database {name} ({access_mode})")
+    from gateway.restdb import MODES
+
+    fixed = MODES.get(name)  # inspections, templates: the REST API relies on their modes
+    if fixed is not None and access_mode not in (None, fixed):
+        raise click.ClickException(f"{name} is the REST API's database: its access mode is {fixed}")
+    mode = fixed or access_mode or "owned"
+    run_db(settings_of(ctx), lambda c: dbs.create_database(c, name, access_mode=mode))
+    click.echo(f"created database {name} ({mode})")
 
 
 @dbs_group.command("set-policy")

@@ -55,6 +55,17 @@ def test_set_role_and_disable(runner: CliRunner) -> None:
     assert missing.exit_code != 0
 
 
+def test_the_rest_databases_keep_their_access_modes_when_made_by_the_cli(
+    runner: CliRunner,
+) -> None:
+    """Made before the first ``serve``, ``templates`` must still be readonly (the REST API
+    relies on it): another mode is refused, and none given means its own."""
+    wrong = runner.invoke(main, ["dbs", "create", "templates", "--access-mode", "owned"])
+    assert wrong.exit_code == 1 and "access mode is readonly" in wrong.output
+    made = runner.invoke(main, ["dbs", "create", "templates"])
+    assert made.exit_code == 0 and "(readonly)" in made.output
+
+
 def test_dbs_create_and_list(runner: CliRunner) -> None:
     assert runner.invoke(main, ["dbs", "create", "inspections"]).exit_code == 0
     assert runner.invoke(main, ["dbs", "list"]).output.split() == ["inspections"]
