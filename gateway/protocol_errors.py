@@ -27,7 +27,7 @@ def _json_error(
     exc: BaseException | None = None,
     message: str | None = None,
 ) -> web.StreamResponse:
-    plain = _original(self, request, status, exc, message)  # logs; raises if sent already
+    _original(self, request, status, exc, message)  # logs it; raises if a response began
     if status >= 500:
         resp = error_response(status, "internal_server_error", "An unexpected error occurred.")
     else:
@@ -35,7 +35,6 @@ def _json_error(
         reason = message or HTTPStatus(status).phrase
         resp = error_response(status, error, reason.strip())
     resp.force_close()
-    del plain
     return resp
 
 

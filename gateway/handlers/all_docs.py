@@ -25,13 +25,9 @@ _DOCID_PARAMS = frozenset({"startkey_docid", "start_key_doc_id", "endkey_docid",
 def _key_param(request: web.Request, *names: str) -> str | None:
     for name in names:
         if name in _DOCID_PARAMS:
-            raw = request.query.get(name)
-            if raw is not None and "\x00" in raw:
-                raise BadRequest("_all_docs keys may not contain NUL")
-            if raw is not None:
-                return raw
-            continue
-        value = query_json(request, name)
+            value = request.query.get(name)
+        else:
+            value = query_json(request, name)
         if value is not None:
             if not isinstance(value, str):
                 return None if value is None else _non_string_key(value)
