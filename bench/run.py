@@ -42,6 +42,7 @@ MAIN_DB = "bench"
 TRACK_INTERVAL_S = 0.5  # how often exiting PostgreSQL backends are looked at during a phase
 PHASES = ["push", "pull", "incremental", "noop", "changes", "fanin"]
 FANIN_DB = "fanin"
+WARMUP_DB = "warmup"
 
 
 # --------------------------------------------------------------------------- Node clients
@@ -273,6 +274,24 @@ def run_single_client(
     return out
 
 
+def warm_up(
+    server: Server,
+    meter: Meter,
+    args: argparse.Namespace,
+    active: list[NodeClient],
+    log_dir: Path,
+) -> None:
+    """Unmeasured: push ``--warmup-docs`` documents into a database of their own and pull
+    them back, so that what every server does once (V8 compiling PouchDB Server's code,
+    PostgreSQL planning the gateway's statements and filling its caches, first connections)
+    is not billed to the measured phases."""
+    print(f"  [{server.name}] warm-up ({args.warmup_docs} docs, unmeasured) ...", flush=True)
+    for mode in ("push", "pull"):
+        cfg = base_config(server, WARMUP_DB, args)
+        cfg.update(mode=mode, docs=args.warmup_docs, id_prefix="warm-")
+        run_single_client(server, meter, cfg, {mode: args.warmup_docs}, args, active, log_dir)
+
+
 def run_fanin(
     server: Server,
     meter: Meter,
@@ -391,8 +410,10 @@ def run_server(
     active: list[NodeClient] = []
     meter = Meter(server, active)
     results: dict[str, dict[str, Any]] = {"_server": server.info()}
-    for db in (MAIN_DB, FANIN_DB):
+    for db in (MAIN_DB, FANIN_DB, WARMUP_DB):
         server.create_db(db)
+    if args.warmup_docs:
+        warm_up(server, meter, args, active, log_dir)
     n = args.docs
     k = max(1, round(n * args.change_fraction))
 
@@ -531,6 +552,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=11.0,
         help="seconds to wait before reading pg_stat_* at the end (-1: skip)",
+    )
+    p.add_argument(
+        "--warmup-docs",
+        type=int,
+        default=1000,
+        help="documents pushed and pulled, unmeasured, into a database of their own before the\n"
+        "phases (1000; 0: no warm-up)",
     )
     p.add_argument("--keep-temp", action="store_true", help="keep server temp dirs (debug)")
     args = p.parse_args(argv)

@@ -40,7 +40,7 @@ from gateway.ratelimit import Rule, client_address, key_part
 from gateway.tokens import AccessClaims, read_access_token
 from replication import TooManyRequests, Unauthorized
 from schema.databases import DB_NAME_RE
-from schema.engine import read_transaction
+from schema.engine import raw_read
 from schema.users import User, find_caller, hash_password, verify_password
 
 SESSION_COOKIE = "AuthSession"
@@ -301,7 +301,7 @@ async def _load_user(request: web.Request, name: str, jti: str | None = None) ->
     if db_name is not None and not DB_NAME_RE.match(db_name):
         db_name = None  # open_db answers 400 for an invalid name
     local_id = _local_read(request) if db_name is not None else None
-    async with read_transaction(request.app[ENGINE]) as conn:
+    async with raw_read(request.app[ENGINE]) as conn:
         caller = await find_caller(conn, name, db_name=db_name, local_id=local_id, jti=jti)
     if db_name is not None:
         request[DB_KEY] = (db_name, caller.db)

@@ -90,6 +90,9 @@ class Metrics:
             ["db"],
             registry=r,
         )
+        # (method, route, status) -> its two series: ``labels()`` checks and builds its key
+        # on every call, a few µs per request; the keys are bounded like the labels
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.pool_size = Gauge("gateway_db_pool_size", "Database pool size.", registry=r)
         self.pool_checked_out = Gauge(
             "gateway_db_pool_checked_out", "Database connections in use.", registry=r
@@ -100,8 +103,16 @@ class Metrics:
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else "OTHER"
-        self.requests.labels(method, route, str(status)).inc()
-        self.duration.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = (
+                self.requests.labels(method, route, str(status)),
+                self.duration.labels(method, route),
+            )
+            self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def record_conflicts(self, db: str, opened: int, resolved: dict[str, int]) -> None:
         if opened:

@@ -71,11 +71,16 @@ ROUTES: list[tuple[str, str, object]] = [
     ("GET", DB, db.get_db),
     ("DELETE", DB, db.delete_db),
     ("POST", DB, docs.post_doc),
+    # what a replicator asks for on every batch first: each route is found by trying the
+    # patterns in this order (every database route shares the "/" prefix)
+    ("GET", DB + "/_local/{localid}", local.get_local_doc),
+    ("PUT", DB + "/_local/{localid}", local.put_local_doc),
+    ("DELETE", DB + "/_local/{localid}", local.delete_local_doc),
+    ("POST", DB + "/_revs_diff", bulk.revs_diff_handler),
+    ("POST", DB + "/_bulk_docs", bulk.bulk_docs),
     ("GET", DB + "/_changes", changes.changes),
     ("POST", DB + "/_changes", changes.changes),
-    ("POST", DB + "/_bulk_docs", bulk.bulk_docs),
     ("POST", DB + "/_bulk_get", bulk.bulk_get),
-    ("POST", DB + "/_revs_diff", bulk.revs_diff_handler),
     ("GET", DB + "/_all_docs", all_docs.all_docs),
     ("POST", DB + "/_all_docs", all_docs.all_docs),
     ("POST", DB + "/_ensure_full_commit", db.ensure_full_commit),
@@ -85,9 +90,6 @@ ROUTES: list[tuple[str, str, object]] = [
     ("GET", DB + "/_conflict_policy", db.get_conflict_policy),
     ("PUT", DB + "/_conflict_policy", db.put_conflict_policy),
     ("GET", DB + "/_security", db.get_security),
-    ("GET", DB + "/_local/{localid}", local.get_local_doc),
-    ("PUT", DB + "/_local/{localid}", local.put_local_doc),
-    ("DELETE", DB + "/_local/{localid}", local.delete_local_doc),
     ("GET", DB + "/_design/{ddoc}", docs.get_doc),
     ("PUT", DB + "/_design/{ddoc}", docs.put_doc),
     ("DELETE", DB + "/_design/{ddoc}", docs.delete_doc),
@@ -106,9 +108,15 @@ ROUTES: list[tuple[str, str, object]] = [
 def setup_routes(app: web.Application) -> None:
     """Register every route (HEAD is served wherever GET is)."""
     for method, path, handler in ROUTES:
-        # PouchDB addresses a database as "/{db}/"
-        for route_path in (path, path + "/") if path == DB else (path,):
-            if method == "GET":  # add_get also registers HEAD
-                app.router.add_get(route_path, handler)  # type: ignore[arg-type]
-            else:
-                app.router.add_route(method, route_path, handler)  # type: ignore[arg-type]
+        _add(app, method, path, handler)
+    for method, path, handler in ROUTES:  # PouchDB addresses a database as "/{db}/"
+        if path == DB:
+            _add(app, method, path + "/", handler)
+
+
+def _add(app: web.Application, method: str, path: str, handler: object) -> None:
+    # consecutive routes of one path share one resource: one pattern to try, not one per method
+    if method == "GET":  # add_get also registers HEAD
+        app.router.add_get(path, handler)  # type: ignore[arg-type]
+    else:
+        app.router.add_route(method, path, handler)  # type: ignore[arg-type]

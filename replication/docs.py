@@ -84,9 +84,12 @@ def validate_doc_id(doc_id: object, *, allow_design: bool = True) -> str:
         raise BadRequest("Document id must be a non-empty string")
     if "\x00" in doc_id:
         raise BadRequest("Document id may not contain NUL")
-    if len(doc_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+    ascii_only = doc_id.isascii()  # the usual case: one byte per character, no surrogates
+    size = len(doc_id) if ascii_only else len(doc_id.encode("utf-8", "surrogatepass"))
+    if size > MAX_ID_BYTES:
         raise BadRequest(f"Document id is longer than {MAX_ID_BYTES} bytes")
-    _reject_surrogates(doc_id, "Document id")
+    if not ascii_only:
+        _reject_surrogates(doc_id, "Document id")
     if doc_id.startswith("_"):
         if allow_design and doc_id.startswith(DESIGN_PREFIX) and len(doc_id) > len(DESIGN_PREFIX):
             return doc_id

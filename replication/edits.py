@@ -11,7 +11,7 @@ is already known is a no-op.  See protocol.rst, "Upload Batch of Changed Documen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from replication.docs import DocEdit
 from replication.errors import BadRequest, Conflict, GatewayError
@@ -20,8 +20,7 @@ from replication.revtree import EMPTY_TREE, MergeOutcome, RevNode, RevTree, is_l
 from replication.winner import winning_rev
 
 
-@dataclass(frozen=True, slots=True)
-class EditResult:
+class EditResult(NamedTuple):
     """The tree after the edit, the revision it produced, and whether its body is new."""
 
     tree: RevTree

@@ -31,7 +31,10 @@ class RevsDiff:
 
 def revs_diff(tree: RevTree | None, revs: Iterable[str]) -> RevsDiff | None:
     """Return what is missing of ``revs`` (None when nothing is), with possible ancestors."""
-    known = tree or {}
+    if not tree:  # a document this side does not have: every revision is missing
+        absent = tuple(dict.fromkeys(revs))
+        return RevsDiff(absent, ()) if absent else None
+    known = tree
     # dict.fromkeys: first-seen order without duplicates, in linear time (a list lookup per
     # revision made a 100,000-revision request take a minute of CPU).
     missing = [rev for rev in dict.fromkeys(revs) if rev not in known]

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from replication.errors import BadRequest
 from replication.revs import rev_pos
 
 
-@dataclass(frozen=True, slots=True)
-class RevNode:
+class RevNode(NamedTuple):
     """One revision: its parent revision (None at a root) and whether it is a tombstone."""
 
     parent: str | None
@@ -48,8 +46,7 @@ class MergeOutcome(Enum):
     INTERNAL_NODE = "internal_node"  # the path's leaf was already known
 
 
-@dataclass(frozen=True, slots=True)
-class MergeResult:
+class MergeResult(NamedTuple):
     tree: RevTree
     outcome: MergeOutcome
 
@@ -68,6 +65,13 @@ def validate_path(path: Iterable[str]) -> tuple[str, ...]:
 def merge(tree: RevTree, path: Iterable[str], deleted: bool = False) -> MergeResult:
     """Merge a revision path (leaf first, as in ``_revisions``) into ``tree``."""
     revs = validate_path(path)
+    if not tree:  # a new document: the path is the whole tree
+        last = len(revs) - 1
+        new_tree = {
+            rev: RevNode(revs[index + 1] if index < last else None, deleted and index == 0)
+            for index, rev in enumerate(revs)
+        }
+        return MergeResult(new_tree, MergeOutcome.NEW_LEAF)
     leaf = revs[0]
     if leaf in tree:
         # Known leaf: only graft ancestors that a stemmed tree had lost.

@@ -9,13 +9,12 @@ Ported from pouchdb-merge ``winningRev.js`` / ``collectConflicts.js`` and couch_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from replication.revtree import RevTree, leaves
 
 
-@dataclass(frozen=True, slots=True)
-class Leaf:
+class Leaf(NamedTuple):
     rev: str
     deleted: bool
 

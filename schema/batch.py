@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -27,10 +27,10 @@ from replication import (
     tree_to_data,
 )
 from replication.conflicts import needs_records
+from replication.winner import Leaf
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
+class WriteResult(NamedTuple):
     """One edit's outcome: the revision it produced, or the error that refused it."""
 
     doc_id: str
@@ -48,8 +48,7 @@ class DocState:
     owner_id: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class DocWrite:
+class DocWrite(NamedTuple):
     """The new summary row of one changed document."""
 
     doc_id: str
@@ -118,7 +117,8 @@ def plan_batch(
         current[edit.doc_id] = outcome.tree
         order.pop(edit.doc_id, None)
         order[edit.doc_id] = None
-        batch.dropped.extend((edit.doc_id, rev) for rev in outcome.dropped)
+        if outcome.dropped:
+            batch.dropped.extend((edit.doc_id, rev) for rev in outcome.dropped)
         if outcome.rev is not None:
             incoming.setdefault(edit.doc_id, set()).add(outcome.rev)
         if outcome.stored and outcome.rev is not None:
@@ -141,14 +141,20 @@ def plan_batch(
 def _add_document(
     batch: Batch, doc_id: str, tree: RevTree, state: DocState | None, user_id: int | None
 ) -> None:
-    infos = leaf_infos(tree)
-    winner = infos[0]
+    if len(tree) == 1:  # a new document's first revision: the only leaf is the winner
+        [(rev, node)] = tree.items()
+        winner = Leaf(rev, node.deleted)
+        leaves = orjson.dumps([[rev, node.deleted]])
+    else:
+        infos = leaf_infos(tree)
+        winner = infos[0]
+        leaves = orjson.dumps([[leaf.rev, leaf.deleted] for leaf in infos])
     batch.documents.append(
         DocWrite(
             doc_id,
             winner.rev,
             winner.deleted,
-            orjson.dumps([[leaf.rev, leaf.deleted] for leaf in infos]),
+            leaves,
             orjson.dumps(tree_to_data(tree)),
             state.owner_id if state else user_id,
             state.seq if state else None,

@@ -35,6 +35,7 @@ from schema.conflicts import Closing, ConflictTally, sync_records
 from schema.databases import Database, advance_database, lock_database
 from schema.engine import insert_ignore
 from schema.keys import chunks, fetch_by_ids, fetch_by_revs
+from schema.rawpg import Runner
 from schema.rules import has_rules, update_index, validate_edits
 from schema.tables import attachments, documents, revisions
 
@@ -79,9 +80,7 @@ def _stub_select() -> Select[Any]:
     return select(revisions.c.doc_id, revisions.c.rev, revisions.c.attachments)
 
 
-async def load_states(
-    conn: AsyncConnection, db_id: int, doc_ids: Sequence[str]
-) -> dict[str, DocState]:
+async def load_states(conn: Runner, db_id: int, doc_ids: Sequence[str]) -> dict[str, DocState]:
     """Return the stored state (tree, version, owner) of the documents that exist."""
     found: dict[str, DocState] = {}
     for part in chunks(doc_ids):
@@ -92,7 +91,7 @@ async def load_states(
 
 
 async def prepare_batch(
-    conn: AsyncConnection,
+    conn: Runner,
     db: Database,
     edits: Sequence[DocEdit],
     *,
@@ -223,7 +222,7 @@ async def _write(conn: AsyncConnection, db: Database, batch: Batch) -> None:
 
 
 async def _resolve_stubs(
-    conn: AsyncConnection,
+    conn: Runner,
     db_id: int,
     edits: Sequence[DocEdit],
     states: dict[str, DocState],

@@ -16,10 +16,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from schema import rawpg
+
 WRITE_OPTION = "gateway_write"
 
 
-def is_sqlite(engine: AsyncEngine | AsyncConnection) -> bool:
+def is_sqlite(engine: AsyncEngine | rawpg.Runner) -> bool:
     """Tell whether ``engine`` talks to SQLite."""
     return engine.dialect.name == "sqlite"
 
@@ -117,6 +119,30 @@ async def single_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection
                 yield conn
         else:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+
+@asynccontextmanager
+async def raw_read(engine: AsyncEngine) -> AsyncIterator[rawpg.Runner]:
+    """A connection for code that reads with ``rawpg.rows`` only: on PostgreSQL a lean
+    checkout (``rawpg.checkout``, autocommit), on SQLite a ``read_transaction``."""
+    if is_sqlite(engine):
+        async with read_transaction(engine) as conn:
+            yield conn
+    else:
+        async with rawpg.checkout(engine) as conn:
+            yield conn
+
+
+@asynccontextmanager
+async def raw_statement(engine: AsyncEngine) -> AsyncIterator[rawpg.Runner]:
+    """``single_statement`` for code that runs ``rawpg.rows`` only: on PostgreSQL a lean
+    checkout in autocommit, on SQLite a writing transaction."""
+    if is_sqlite(engine):
+        async with single_statement(engine) as conn:
+            yield conn
+    else:
+        async with rawpg.checkout(engine) as conn:
             yield conn
 
 

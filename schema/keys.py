@@ -22,11 +22,11 @@ from typing import Any
 
 from sqlalchemy import Integer, Table, Text, bindparam, func, or_, select, true, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
 from schema import rawpg
 from schema.engine import is_sqlite
+from schema.rawpg import Runner
 
 Builder = Callable[[], Select[Any]]
 CHUNK = 500
@@ -85,7 +85,7 @@ def _statement(builder: Builder, table: Table, sqlite: bool, by: str) -> Select[
 
 
 async def fetch_by_ids(
-    conn: AsyncConnection,
+    conn: Runner,
     builder: Builder,
     table: Table,
     db_id: int,
@@ -98,7 +98,7 @@ async def fetch_by_ids(
 
 
 async def fetch_by_revs(
-    conn: AsyncConnection,
+    conn: Runner,
     builder: Builder,
     table: Table,
     db_id: int,

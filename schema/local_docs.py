@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from replication import BadRequest, Conflict, NotFound, checkpoint_seq
 from schema import rawpg
 from schema.engine import is_sqlite
+from schema.rawpg import Runner
 from schema.tables import local_docs
 
 
@@ -100,7 +101,7 @@ def _put_statement(sqlite: bool, *, create: bool) -> Any:
 
 
 async def put_local(
-    conn: AsyncConnection,
+    conn: Runner,
     db_id: int,
     user_id: int,
     doc_id: str,

@@ -10,6 +10,11 @@ The statement is still declared once, in SQLAlchemy Core, and the behaviour is t
 * only on PostgreSQL connections in autocommit (``read_transaction`` and
   ``single_statement``), where no transaction of SQLAlchemy's is open; anywhere else (SQLite,
   a write transaction) it is ``conn.execute``;
+* or on a ``RawConnection`` (``checkout``): a connection of the engine's own pool, checked
+  out without building SQLAlchemy's ``Connection`` around it (about 60 µs of CPU less per
+  request: no ``Connection``, no execution options, no isolation-level reset on return).
+  It runs statements in autocommit and nothing else; the pool's rules (size, timeout,
+  recycling, the checkout check of ``schema.engine``, invalidation) apply to it unchanged;
 * only for statements whose parameters and columns need no processing by SQLAlchemy
   (checked when compiled; anything else runs through ``conn.execute``);
 * errors are translated exactly as SQLAlchemy does (``DBAPIError`` subclasses carrying the
@@ -21,15 +26,19 @@ compiled form is cached per statement object.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 _DIALECT = asyncpg_dialect()
 
@@ -86,6 +95,42 @@ def _plain_array(type_: Any) -> bool:
     return item.bind_processor(_DIALECT) is None
 
 
+class RawConnection:
+    """A pooled PostgreSQL connection lent to ``rows`` alone (see ``checkout``)."""
+
+    __slots__ = ("dialect", "engine", "fairy")
+
+    def __init__(self, engine: AsyncEngine, fairy: Any) -> None:
+        self.engine = engine
+        self.dialect: Dialect = engine.dialect
+        self.fairy = fairy  # SQLAlchemy's pooled connection (its _ConnectionFairy)
+
+
+Runner = AsyncConnection | RawConnection  # what ``rows`` runs statements on
+
+
+@asynccontextmanager
+async def checkout(engine: AsyncEngine) -> AsyncIterator[RawConnection]:
+    """Lend a connection of ``engine``'s pool (PostgreSQL) for ``rows`` in autocommit.
+
+    Checking out and in are the pool's own, in a greenlet as SQLAlchemy's ``connect`` and
+    ``close`` do (either may open or close a connection); errors are translated as
+    ``Engine.connect`` translates them, and the return to the pool is shielded from
+    cancellation, as ``AsyncConnection.close`` shields it.
+    """
+    sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+    try:
+        fairy = await greenlet_spawn(sync_engine.raw_connection)
+    except dialect.loaded_dbapi.Error as err:
+        Connection._handle_dbapi_exception_noconnection(err, dialect, sync_engine)
+        raise
+    try:
+        yield RawConnection(engine, fairy)
+    finally:
+        await asyncio.shield(greenlet_spawn(fairy.close))
+
+
 def _driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under ``conn`` when it is PostgreSQL in autocommit, else None."""
     if conn.dialect.name != "postgresql":
@@ -99,10 +144,10 @@ def _driver(conn: AsyncConnection) -> Any:
     return fairy.driver_connection
 
 
-async def rows(
-    conn: AsyncConnection, stmt: ClauseElement, params: Mapping[str, Any]
-) -> Sequence[Any]:
+async def rows(conn: Runner, stmt: ClauseElement, params: Mapping[str, Any]) -> Sequence[Any]:
     """Run ``stmt`` with ``params`` and return its rows (tuples by position)."""
+    if isinstance(conn, RawConnection):
+        return await _raw_rows(conn, stmt, params)
     driver = _driver(conn)
     plan = compiled(stmt) if driver is not None else None
     if plan is None:
@@ -110,12 +155,37 @@ async def rows(
     try:
         return await driver.fetch(plan.sql, *plan.args(params))
     except Exception as exc:
-        raise await _translate(conn, plan, exc) from exc
+        fairy = conn.sync_connection._dbapi_connection if conn.sync_connection else None
+        translated, disconnect = _translate(conn.dialect, fairy, plan, exc)
+        if disconnect:
+            await conn.invalidate(translated)
+        raise translated from exc
 
 
-async def _translate(conn: AsyncConnection, plan: Compiled, exc: Exception) -> Exception:
-    """Turn an asyncpg error into the ``DBAPIError`` SQLAlchemy would raise for it."""
-    fairy = conn.sync_connection._dbapi_connection if conn.sync_connection else None
+async def _raw_rows(
+    conn: RawConnection, stmt: ClauseElement, params: Mapping[str, Any]
+) -> Sequence[Any]:
+    plan = compiled(stmt)
+    if plan is None:
+        # A programming error, refused at once: running it through SQLAlchemy would need a
+        # second connection while this one is held, and requests holding one connection
+        # each while waiting for another can exhaust the pool.
+        raise TypeError(f"rawpg cannot run this statement on a lean connection: {stmt}")
+    fairy = conn.fairy
+    try:
+        return await fairy.driver_connection.fetch(plan.sql, *plan.args(params))
+    except Exception as exc:
+        translated, disconnect = _translate(conn.dialect, fairy, plan, exc)
+        if disconnect:  # the pool drops it when it is returned
+            await greenlet_spawn(fairy.invalidate, translated)
+        raise translated from exc
+
+
+def _translate(
+    dialect: Dialect, fairy: Any, plan: Compiled, exc: Exception
+) -> tuple[Exception, bool]:
+    """The ``DBAPIError`` SQLAlchemy would raise for an asyncpg error, and whether it means
+    the connection is gone."""
     adapted = fairy.dbapi_connection if fairy is not None else None
     dbapi_error: Exception = exc
     if adapted is not None:
@@ -123,20 +193,19 @@ async def _translate(conn: AsyncConnection, plan: Compiled, exc: Exception) -> E
             adapted._handle_exception(exc)
         except Exception as translated:
             dbapi_error = translated
-    dbapi = conn.dialect.loaded_dbapi
+    dbapi = dialect.loaded_dbapi
     if not isinstance(dbapi_error, dbapi.Error):
-        return exc
+        return exc, False
     disconnect = adapted is not None and (
-        conn.dialect.is_disconnect(dbapi_error, adapted, None) or adapted._connection.is_closed()
+        dialect.is_disconnect(dbapi_error, adapted, None) or adapted._connection.is_closed()
     )
-    if disconnect:
-        await conn.invalidate(dbapi_error)
-    return DBAPIError.instance(
+    error = DBAPIError.instance(
         plan.sql,
         None,
         dbapi_error,
         dbapi.Error,
         hide_parameters=True,
         connection_invalidated=disconnect,
-        dialect=conn.dialect,
+        dialect=dialect,
     )
+    return error, disconnect

@@ -16,6 +16,7 @@ from sqlalchemy.sql import Select
 from replication import RevTree, tree_from_data
 from schema import rawpg
 from schema.keys import chunks, fetch_by_ids, fetch_by_revs, owner_param
+from schema.rawpg import Runner
 from schema.tables import attachments, documents, revisions
 
 
@@ -99,7 +100,7 @@ async def get_doc_rows(
 
 
 async def get_revisions(
-    conn: AsyncConnection, db_id: int, keys: Sequence[tuple[str, str]]
+    conn: Runner, db_id: int, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], RevisionRow]:
     """Return stored revisions for ``(doc_id, rev)`` keys; missing ones are left out."""
     found: dict[tuple[str, str], RevisionRow] = {}

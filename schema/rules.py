@@ -26,6 +26,7 @@ from replication.workflow import check_inspection_edit
 from schema.batch import Batch, DocState, WriteResult
 from schema.databases import Database
 from schema.keys import chunks
+from schema.rawpg import Runner
 from schema.reads import get_revisions
 from schema.tables import inspection_index
 
@@ -49,7 +50,7 @@ def _base_rev(edit: DocEdit, state: DocState | None, new_edits: bool) -> str | N
 
 
 async def validate_edits(
-    conn: AsyncConnection,
+    conn: Runner,
     db: Database,
     states: dict[str, DocState],
     edits: Sequence[DocEdit | WriteResult],

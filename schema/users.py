@@ -18,6 +18,7 @@ from sqlalchemy.sql import Select
 from replication import BadRequest, Conflict, NotFound
 from schema import rawpg
 from schema.databases import DATABASE_COLUMNS, Database
+from schema.rawpg import Runner
 from schema.tables import databases, local_docs, revoked_tokens, users
 
 ROLES = ("admin", "manager", "inspector")
@@ -164,7 +165,7 @@ def _caller_statement(with_db: bool, with_local: bool, with_jti: bool) -> Select
 
 
 async def find_caller(
-    conn: AsyncConnection,
+    conn: Runner,
     name: str,
     *,
     db_name: str | None = None,

@@ -15,6 +15,9 @@ A lost race raises SQLSTATE 40001 inside the statement, so nothing of it is kept
 is then re-read and re-planned.  After a few lost races the caller falls back to the
 locking path.  Every row of the statement depends on ``adv``, so no document row is
 touched before the database row lock is held.
+
+A replicated batch of first revisions is planned without reading (the documents are new
+unless proven otherwise, and the statement is that proof): one round trip instead of two.
 """
 
 from __future__ import annotations
@@ -24,15 +27,17 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Integer, bindparam, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.sqltypes import NullType
 
 from replication import DocEdit, NotFound
 from schema import rawpg
-from schema.batch import Batch, WriteResult
+from schema.batch import Batch, WriteResult, plan_batch
 from schema.databases import Database
 from schema.documents import prepare_batch
-from schema.engine import single_statement
+from schema.engine import raw_statement
+from schema.rawpg import Runner
+from schema.rules import has_rules
 
 RETRYABLE = ("40001", "40P01")  # serialization failure (a lost race), deadlock
 ATTEMPTS = 3
@@ -79,7 +84,12 @@ revs AS (
     INSERT INTO revisions (db_id, doc_id, rev, deleted, body, attachments)
     SELECT :db, r.doc_id, r.rev, r.deleted, r.body, r.attachments
     FROM adv, unnest(
-        CAST(:r_doc_ids AS text[]), CAST(:r_revs AS text[]), CAST(:r_deleted AS boolean[]),
+        CASE WHEN CAST(:winners AS boolean)
+             THEN CAST(:doc_ids AS text[]) ELSE CAST(:r_doc_ids AS text[]) END,
+        CASE WHEN CAST(:winners AS boolean)
+             THEN CAST(:winning AS text[]) ELSE CAST(:r_revs AS text[]) END,
+        CASE WHEN CAST(:winners AS boolean)
+             THEN CAST(:deleted AS boolean[]) ELSE CAST(:r_deleted AS boolean[]) END,
         CAST(:r_bodies AS bytea[]), CAST(:r_atts AS bytea[])
     ) AS r(doc_id, rev, deleted, body, attachments)
     ON CONFLICT DO NOTHING
@@ -112,6 +122,7 @@ END
     *(
         bindparam(name, type_=NullType())
         for name in (
+            "winners",
             "doc_ids",
             "winning",
             "deleted",
@@ -134,25 +145,39 @@ END
 
 
 def _params(db: Database, batch: Batch) -> dict[str, Any]:
+    """The statement's parameters, with as few array elements as the batch allows: encoding
+    them is most of the statement's CPU in the gateway (about 0.3 µs per element)."""
     docs, revs = batch.documents, batch.revisions
+    doc_ids = [d.doc_id for d in docs]
+    winning = [d.winning_rev for d in docs]
+    deleted = [d.deleted for d in docs]
+    r_doc_ids = [r["doc_id"] for r in revs]
+    r_revs = [r["rev"] for r in revs]
+    r_deleted = [r["deleted"] for r in revs]
+    # Usually every document gets one new revision, its new winner (a push of new documents
+    # or of fast-forwarded ones): the revision rows then reuse the documents' arrays.
+    winners = r_doc_ids == doc_ids and r_revs == winning and r_deleted == deleted
+    if winners:
+        r_doc_ids, r_revs, r_deleted = [], [], []
     return {
         "n": len(docs),
         "doc_delta": batch.doc_delta,
         "del_delta": batch.del_delta,
         "db": db.id,
         "author": batch.author,
-        "doc_ids": [d.doc_id for d in docs],
-        "winning": [d.winning_rev for d in docs],
-        "deleted": [d.deleted for d in docs],
+        "winners": winners,
+        "doc_ids": doc_ids,
+        "winning": winning,
+        "deleted": deleted,
         "leaves": [d.leaves for d in docs],
         "trees": [d.rev_tree for d in docs],
         "owners": [d.owner_id for d in docs],
-        "expected": [d.expected_seq for d in docs],
-        "r_doc_ids": [r["doc_id"] for r in revs],
-        "r_revs": [r["rev"] for r in revs],
-        "r_deleted": [r["deleted"] for r in revs],
+        "expected": _unless_all_null([d.expected_seq for d in docs]),
+        "r_doc_ids": r_doc_ids,
+        "r_revs": r_revs,
+        "r_deleted": r_deleted,
         "r_bodies": [r["body"] for r in revs],
-        "r_atts": [r["attachments"] for r in revs],
+        "r_atts": _unless_all_null([r["attachments"] for r in revs]),
         "a_digests": list(batch.attachments),
         "a_datas": list(batch.attachments.values()),
         "x_doc_ids": [d for d, _ in batch.dropped],
@@ -160,7 +185,12 @@ def _params(db: Database, batch: Batch) -> dict[str, Any]:
     }
 
 
-async def write_batch(conn: AsyncConnection, db: Database, batch: Batch) -> bool:
+def _unless_all_null(values: list[Any]) -> list[Any]:
+    """``values``, or ``[]`` when all are None: ``unnest`` pads a shorter array with NULLs."""
+    return [] if values.count(None) == len(values) else values
+
+
+async def write_batch(conn: Runner, db: Database, batch: Batch) -> bool:
     """Write ``batch`` atomically in autocommit; False if the database no longer exists.
 
     Raises the driver's serialization error (SQLSTATE 40001) when a concurrent write
@@ -186,18 +216,38 @@ async def update_docs_optimistic(
     role: str | None = None,
 ) -> list[WriteResult] | None:
     """Read, plan and write a batch in two round trips; None after ``ATTEMPTS`` lost races,
-    or when the batch opens, moves or closes a ConflictRecord (the locking path does that)."""
-    for _ in range(ATTEMPTS):
-        async with single_statement(engine) as conn:
-            batch = await prepare_batch(
-                conn,
-                db,
-                edits,
-                new_edits=new_edits,
-                user_id=user_id,
-                owner_scope=owner_scope,
-                role=role,
-            )
+    or when the batch opens, moves or closes a ConflictRecord (the locking path does that).
+
+    A replicated batch of first revisions (``1-...``, nothing older, no attachment stubs) is
+    almost always a batch of new documents: the replicator sends only what ``_revs_diff``
+    found missing, and a document that has a first revision here was created here.  It is
+    planned as such without reading anything, in one round trip.  Should a document exist
+    after all (the same id created on two devices), its insert finds the row, the statement
+    fails as a lost race does, nothing of it is kept, and the batch is read and planned
+    again.
+    """
+    guess_new = _first_revisions(edits, new_edits) and not (role is not None and has_rules(db))
+    for attempt in range(ATTEMPTS + guess_new):
+        async with raw_statement(engine) as conn:
+            if guess_new and attempt == 0:
+                batch = plan_batch(
+                    {},
+                    edits,
+                    new_edits=new_edits,
+                    revs_limit=db.revs_limit,
+                    user_id=user_id,
+                    owner_scope=owner_scope,
+                )
+            else:
+                batch = await prepare_batch(
+                    conn,
+                    db,
+                    edits,
+                    new_edits=new_edits,
+                    user_id=user_id,
+                    owner_scope=owner_scope,
+                    role=role,
+                )
             if not batch.documents:
                 return batch.results
             if batch.touched:  # conflicts to record: the locking path does that
@@ -212,3 +262,16 @@ async def update_docs_optimistic(
                 raise NotFound("Database does not exist.")
             return batch.results
     return None
+
+
+def _first_revisions(edits: Sequence[DocEdit], new_edits: bool) -> bool:
+    """Whether every edit replicates the first revision of a document, without stubs."""
+    if new_edits:
+        return False
+    for edit in edits:
+        path = edit.path or ((edit.rev,) if edit.rev else ())
+        if len(path) != 1 or not path[0].startswith("1-"):
+            return False
+        if any(att.stub for att in edit.attachments):
+            return False
+    return True

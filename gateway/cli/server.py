@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     settings = settings_of(ctx)
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
+    tune_gc()
     where = f"{host or settings.host}:{port or settings.port}"
     try:
         web.run_app(
@@ -46,6 +48,24 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         )
     except OSError as exc:  # the port is taken, the address is not this machine's, ...
         raise click.ClickException(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+
+
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython's default: 700)
+
+
+def tune_gc() -> None:
+    """Keep the garbage collector off the request path (a server's own CPU, a few percent).
+
+    Everything imported and built so far (modules, the app, its routes, SQLAlchemy's
+    metadata) lives as long as the process: ``gc.freeze`` moves it out of every future
+    collection, which then only walks what requests create.  Collections of the young
+    generation come every 10,000 allocations instead of 700: a request's short-lived
+    objects are mostly freed by reference counting before any collection sees them.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:

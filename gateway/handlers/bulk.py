@@ -24,7 +24,7 @@ from gateway.stats import count_out
 from gateway.validation import edit_from_json, with_generated_id
 from replication import BadRequest, DocEdit, GatewayError, revs_diff, validate_rev
 from schema.documents import load_states
-from schema.engine import read_transaction
+from schema.engine import raw_read, read_transaction
 
 
 async def bulk_docs(request: web.Request) -> web.Response:
@@ -143,7 +143,7 @@ async def revs_diff_handler(request: web.Request) -> web.Response:
         if not isinstance(revs, list):
             raise BadRequest(f"Revisions of {doc_id!r} must be a list")
         wanted[doc_id] = [validate_rev(rev) for rev in revs]
-    async with read_transaction(request.app[ENGINE]) as conn:
+    async with raw_read(request.app[ENGINE]) as conn:
         states = await load_states(conn, access.db.id, list(wanted))
     out: dict[str, Any] = {}
     for doc_id, revs in wanted.items():

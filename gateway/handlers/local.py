@@ -12,7 +12,7 @@ from gateway.keys import ENGINE
 from gateway.validation import encoded_size
 from replication import BadRequest, NotFound, validate_doc_id
 from replication.errors import DocumentTooLarge
-from schema.engine import read_transaction, single_statement, write_transaction
+from schema.engine import raw_statement, read_transaction, write_transaction
 from schema.local_docs import delete_local, get_local, put_local
 
 MAX_LOCAL_BYTES = 1024 * 1024  # checkpoints are small; a larger _local document is 413
@@ -50,7 +50,7 @@ async def put_local_doc(request: web.Request) -> web.Response:
     content = {k: v for k, v in body.items() if k not in ("_id", "_rev")}
     if encoded_size(content, depth_limit(request)) > MAX_LOCAL_BYTES:
         raise DocumentTooLarge("Local documents are limited to 1 MiB")
-    async with single_statement(request.app[ENGINE]) as conn:
+    async with raw_statement(request.app[ENGINE]) as conn:
         new_rev = await put_local(conn, access.db.id, access.user.id, doc_id, rev, content)
     return json_response({"ok": True, "id": doc_id, "rev": new_rev}, status=201)
 

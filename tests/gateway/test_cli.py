@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
+from gateway.cli.server import GC_YOUNG_THRESHOLD
 
 
 @pytest.fixture
@@ -164,3 +166,19 @@ def test_serve_on_a_port_in_use_says_so(runner: CliRunner) -> None:
         port = taken.getsockname()[1]
         result = runner.invoke(main, ["serve", "--port", str(port)])
     assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_serve_keeps_the_garbage_collector_off_the_request_path(runner: CliRunner) -> None:
+    before = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        with socket.socket() as taken:  # serve prepares everything, then fails to listen
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            runner.invoke(main, ["serve", "--port", str(taken.getsockname()[1])])
+        # what was built before serving is never walked again; young collections are rarer
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

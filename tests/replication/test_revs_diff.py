@@ -36,6 +36,7 @@ def test_a_stemmed_tree_misses_the_revisions_it_dropped():
 def test_an_unknown_document_misses_everything_and_has_no_ancestors():
     assert revs_diff(None, ["2-b", "1-a"]) == RevsDiff(("2-b", "1-a"), ())
     assert revs_diff({}, ["1-a"]) == RevsDiff(("1-a",), ())
+    assert revs_diff(None, []) is None  # nothing asked, nothing missing
 
 
 def test_a_revision_asked_for_twice_is_missing_once():

@@ -1,0 +1,154 @@
+"""The lean PostgreSQL checkout of ``schema.rawpg`` (``raw_read`` / ``raw_statement``).
+
+It skips SQLAlchemy's ``Connection``, so everything that object did for the hot path is
+checked here: connections go back to the pool whatever happens (errors, cancellation), a
+connection the server killed is dropped instead of being lent again, errors reach callers
+exactly as SQLAlchemy raises them, and statements that need SQLAlchemy still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+from sqlalchemy import Integer, bindparam, literal_column, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import _unavailable
+from schema import rawpg
+from schema.documents import _stub_select, _tree_select
+from schema.engine import raw_read, raw_statement, read_transaction, write_transaction
+from schema.keys import _statement as keys_statement
+from schema.local_docs import _put_statement
+from schema.reads import _revision_select
+from schema.tables import documents, revisions, users
+from schema.users import _caller_statement
+from schema.write_pg import _WRITE
+
+pytestmark = pytest.mark.postgres_only
+
+_PID = select(literal_column("pg_backend_pid()"))
+_SLEEP = select(literal_column("pg_sleep(30)"))
+_INSERT = text("INSERT INTO users (name, password_hash, role) VALUES (:name, 'x', 'admin')")
+_COUNT = (
+    select(literal_column("count(*)")).select_from(users).where(users.c.name == bindparam("name"))
+)
+_ECHO = select(bindparam("n", type_=Integer))
+
+
+async def _count(conn: rawpg.Runner, name: str) -> int:
+    [(found,)] = await rawpg.rows(conn, _COUNT, {"name": name})
+    return int(found)
+
+
+def _pool(engine: AsyncEngine):  # type: ignore[no-untyped-def]
+    return engine.sync_engine.pool
+
+
+async def test_the_lean_checkout_runs_statements_in_autocommit(engine: AsyncEngine) -> None:
+    async with raw_statement(engine) as conn:
+        assert isinstance(conn, rawpg.RawConnection)
+        await rawpg.rows(conn, _INSERT, {"name": "carol"})
+        # committed by the statement itself: another connection sees it while this one is
+        # still lent out
+        async with read_transaction(engine) as other:
+            assert await _count(other, "carol") == 1
+    assert _pool(engine).checkedout() == 0
+
+
+async def test_a_connection_goes_back_to_the_pool_after_an_error(engine: AsyncEngine) -> None:
+    for attempt in range(3):
+        with pytest.raises(IntegrityError) as raised:
+            async with raw_statement(engine) as conn:
+                await rawpg.rows(conn, _INSERT, {"name": f"dave{attempt}"})
+                await rawpg.rows(conn, _INSERT, {"name": f"dave{attempt}"})
+        # translated as SQLAlchemy translates it: the SQLSTATE travels on the driver error
+        assert raised.value.orig.sqlstate == "23505"  # type: ignore[union-attr]
+        assert not raised.value.connection_invalidated
+        assert _pool(engine).checkedout() == 0
+    async with raw_read(engine) as conn:  # the pool still lends working connections
+        # autocommit: each first insert stayed, each second one was refused
+        assert [await _count(conn, f"dave{n}") for n in range(3)] == [1, 1, 1]
+
+
+async def test_a_cancelled_request_gives_its_connection_back(engine: AsyncEngine) -> None:
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        async with raw_read(engine) as conn:
+            started.set()
+            await rawpg.rows(conn, _SLEEP, {})
+
+    task = asyncio.create_task(slow())
+    await started.wait()
+    await asyncio.sleep(0.2)  # the sleep is running on the server
+    assert _pool(engine).checkedout() == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(50):  # the return to the pool is shielded: it completes on its own
+        if _pool(engine).checkedout() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert _pool(engine).checkedout() == 0
+    async with raw_read(engine) as conn:  # and the connection it used is usable again
+        assert list(await rawpg.rows(conn, _ECHO, {"n": 7})) == [(7,)]
+
+
+async def test_a_connection_the_server_killed_is_dropped_not_lent_again(
+    engine: AsyncEngine,
+) -> None:
+    with pytest.raises(DBAPIError) as raised:
+        async with raw_read(engine) as conn:
+            [(victim,)] = await rawpg.rows(conn, _PID, {})
+            async with write_transaction(engine) as admin:  # another pooled connection
+                await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim})
+            await asyncio.sleep(0.2)
+            await rawpg.rows(conn, _PID, {})
+    # reported as SQLAlchemy reports a lost connection: the error middleware answers 503
+    assert raised.value.connection_invalidated and _unavailable(raised.value)
+    assert _pool(engine).checkedout() == 0
+    for _ in range(_pool(engine).size() + 2):  # no later checkout gets the dead connection
+        async with raw_read(engine) as conn:
+            [(pid,)] = await rawpg.rows(conn, _PID, {})
+        assert pid != victim
+
+
+async def test_a_statement_that_needs_sqlalchemy_is_refused_on_a_lean_connection(
+    engine: AsyncEngine,
+) -> None:
+    # an expanding IN needs SQLAlchemy's compiler at run time: running it would need a second
+    # connection while the lean one is held (a pool-starving pattern), so it is refused
+    stmt = select(users.c.name).where(users.c.name.in_(bindparam("names", expanding=True)))
+    assert rawpg.compiled(stmt) is None
+    with pytest.raises(TypeError, match="lean connection"):
+        async with raw_read(engine) as conn:
+            await rawpg.rows(conn, stmt, {"names": ["alice"]})
+    assert _pool(engine).checkedout() == 0
+    async with read_transaction(engine) as conn:  # on SQLAlchemy's own connection it runs
+        assert list(await rawpg.rows(conn, stmt, {"names": ["alice", "x"]})) == [("alice",)]
+
+
+# Every statement the lean paths run (auth, _revs_diff, _bulk_docs, _local PUT): each must
+# be runnable by the driver alone, or those requests would fail.
+LEAN_STATEMENTS = {
+    "optimistic write": lambda: _WRITE,
+    **{
+        f"caller db={d} local={lo} jti={j}": (lambda d=d, lo=lo, j=j: _caller_statement(d, lo, j))
+        for d, lo, j in itertools.product((False, True), repeat=3)
+        if d or not lo
+    },
+    "document trees by id": lambda: keys_statement(_tree_select, documents, False, "ids"),
+    "attachment stubs by rev": lambda: keys_statement(_stub_select, revisions, False, "revs"),
+    "revisions by rev (rules)": lambda: keys_statement(_revision_select, revisions, False, "revs"),
+    "create a _local doc": lambda: _put_statement(False, create=True),
+    "update a _local doc": lambda: _put_statement(False, create=False),
+}
+
+
+@pytest.mark.parametrize("build", LEAN_STATEMENTS.values(), ids=LEAN_STATEMENTS.keys())
+def test_every_statement_of_the_lean_paths_runs_on_the_driver_alone(build: Any) -> None:
+    assert rawpg.compiled(build()) is not None
