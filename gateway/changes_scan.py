@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.changes_params import ChangesParams
 from gateway.dbctx import DbAccess
 from gateway.docjson import RenderOptions, render_revision
 from schema.changes import ChangeRow, read_changes
 from schema.databases import get_database
-from schema.engine import read_transaction
+from schema.engine import raw_read, read_transaction
+from schema.rawpg import Runner
 from schema.reads import DocRow, RevisionRow, get_attachment_data
 
 BODY_BYTES_PER_QUERY = 1024 * 1024
@@ -71,7 +72,7 @@ async def scan(
         size = rows_per_query
         if exact and params.limit is not None:
             size = max(1, min(size, params.limit - state.matched))
-        async with read_transaction(engine) as conn:
+        async with raw_read(engine) as conn:
             rows = await read_changes(
                 conn,
                 access.db.id,
@@ -107,7 +108,7 @@ async def scan(
 
 
 async def _attachment_data(
-    conn: AsyncConnection, access: DbAccess, rows: list[ChangeRow], params: ChangesParams
+    conn: Runner, access: DbAccess, rows: list[ChangeRow], params: ChangesParams
 ) -> dict[str, bytes] | None:
     """With ``include_docs`` and ``attachments``: the bytes of the rows' attachments (one
     query), to send inline as base64 as CouchDB does; else None (stubs)."""

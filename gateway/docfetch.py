@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.docjson import RenderOptions, render_revision
 from replication import descendant_leaves, rev_path
 from schema.engine import is_sqlite
+from schema.rawpg import Runner
 from schema.reads import (
     DocRow,
     RevisionRow,
@@ -85,7 +85,7 @@ def _wanted_revs(row: DocRow, wanted: Sequence[str] | str | None, latest: bool) 
 
 
 async def fetch_docs(
-    conn: AsyncConnection,
+    conn: Runner,
     db_id: int,
     requests: Sequence[FetchRequest],
     *,
@@ -155,7 +155,7 @@ async def fetch_docs(
 
 
 async def _prefetch(
-    conn: AsyncConnection,
+    conn: Runner,
     db_id: int,
     requests: Sequence[FetchRequest],
     owner: int | None,

@@ -15,6 +15,7 @@ from sqlalchemy.sql import Select
 
 from replication import RevTree, tree_from_data
 from schema import rawpg
+from schema.engine import is_sqlite
 from schema.keys import chunks, fetch_by_ids, fetch_by_revs, owner_param
 from schema.rawpg import Runner
 from schema.tables import attachments, documents, revisions
@@ -88,7 +89,7 @@ def owner_clause(owner_id: int | None) -> Any:
 
 
 async def get_doc_rows(
-    conn: AsyncConnection, db_id: int, doc_ids: Sequence[str], owner_id: int | None = None
+    conn: Runner, db_id: int, doc_ids: Sequence[str], owner_id: int | None = None
 ) -> dict[str, DocRow]:
     """Return the rows of the given documents that exist (and that ``owner_id`` may see)."""
     found: dict[str, DocRow] = {}
@@ -114,19 +115,24 @@ async def get_revisions(
     return found
 
 
-async def get_attachment_data(
-    conn: AsyncConnection, db_id: int, digests: Sequence[str]
-) -> dict[str, bytes]:
+async def get_attachment_data(conn: Runner, db_id: int, digests: Sequence[str]) -> dict[str, bytes]:
     """Return attachment bytes by digest."""
     found: dict[str, bytes] = {}
+    stmt = _attachment_data_statement(is_sqlite(conn))
     for part in chunks(list(dict.fromkeys(digests))):
-        rows = await conn.execute(
-            select(attachments.c.digest, attachments.c.data).where(
-                attachments.c.db_id == db_id, attachments.c.digest.in_(part)
-            )
-        )
+        rows = await rawpg.rows(conn, stmt, {"db_id": db_id, "digests": list(part)})
         found.update({digest: data for digest, data in rows})
     return found
+
+
+@cache
+def _attachment_data_statement(sqlite: bool) -> Select[Any]:
+    stmt = select(attachments.c.digest, attachments.c.data).where(
+        attachments.c.db_id == bindparam("db_id", type_=Integer)
+    )
+    if sqlite:
+        return stmt.where(attachments.c.digest.in_(bindparam("digests", expanding=True)))
+    return stmt.where(attachments.c.digest == bindparam("digests", type_=ARRAY(Text)).any_())
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +167,21 @@ async def all_docs_range(
     return [_doc_row(row) for row in await conn.execute(stmt)]
 
 
-async def count_rows(conn: AsyncConnection, db_id: int, owner_id: int | None = None) -> int:
+async def count_rows(conn: Runner, db_id: int, owner_id: int | None = None) -> int:
     """Count live documents (visible to ``owner_id``)."""
+    params = {"db_id": db_id, "owner": owner_id}
+    [(counted,)] = await rawpg.rows(conn, _count_rows_statement(owner_id is not None), params)
+    return int(counted)
+
+
+@cache
+def _count_rows_statement(owned: bool) -> Select[Any]:
     stmt = select(func.count()).where(
-        documents.c.db_id == db_id, documents.c.deleted.is_(False), owner_clause(owner_id)
+        documents.c.db_id == bindparam("db_id", type_=Integer), documents.c.deleted.is_(False)
     )
-    return int((await conn.execute(stmt)).scalar_one())
+    if owned:
+        stmt = stmt.where(documents.c.owner_id == bindparam("owner", type_=Integer))
+    return stmt
 
 
 @cache
@@ -202,7 +217,7 @@ def _docs_with_revisions_statement() -> Select[Any]:
 
 
 async def get_docs_with_revisions(
-    conn: AsyncConnection,
+    conn: Runner,
     db_id: int,
     pairs: Sequence[tuple[str, str | None]],
     owner_id: int | None = None,

@@ -24,7 +24,7 @@ from gateway.stats import count_out
 from gateway.validation import edit_from_json, with_generated_id
 from replication import BadRequest, DocEdit, GatewayError, revs_diff, validate_rev
 from schema.documents import load_states
-from schema.engine import raw_read, read_transaction
+from schema.engine import raw_read
 
 
 async def bulk_docs(request: web.Request) -> web.Response:
@@ -84,7 +84,7 @@ async def bulk_get(request: web.Request) -> web.Response:
         except BadRequest as exc:
             refused[index] = _bulk_get_error(item, exc)
     options = render_options(request)
-    async with read_transaction(request.app[ENGINE]) as conn:
+    async with raw_read(request.app[ENGINE]) as conn:
         answers = await fetch_docs(
             conn,
             access.db.id,

@@ -29,8 +29,8 @@ from gateway.metrics import count_docs_read, feed_listener
 from gateway.notifier import FeedNotifier
 from gateway.stats import count_out
 from replication import ResetRequired
-from schema.changes import count_changes
-from schema.engine import read_transaction
+from schema.changes import count_pending
+from schema.engine import raw_read
 
 BUFFER_LIMIT = 256 * 1024
 PIECE_BYTES = WRITE_BUFFER_HIGH
@@ -181,8 +181,8 @@ async def _json_feed(
         # after since is one change to come)
         end = upto if upto is not None else await current_seq(engine, access.db.name)
         if end > state.since:
-            async with read_transaction(engine) as conn:
-                pending = await count_changes(
+            async with raw_read(engine) as conn:
+                pending = await count_pending(
                     conn, access.db.id, since=state.since, upto=end, owner_id=access.owner
                 )
     tail = orjson.dumps({"last_seq": state.since, "pending": pending})

@@ -18,7 +18,7 @@ from schema.databases import (
     set_conflict_policy,
     set_revs_limit,
 )
-from schema.engine import read_transaction, write_transaction
+from schema.engine import raw_read, write_transaction
 from schema.reads import count_rows
 
 
@@ -38,7 +38,7 @@ async def get_db(request: web.Request) -> web.Response:
     access = await open_db(request)
     db = access.db
     doc_count = db.doc_count
-    async with read_transaction(request.app[ENGINE]) as conn:
+    async with raw_read(request.app[ENGINE]) as conn:
         if access.owner is not None:
             doc_count = await count_rows(conn, db.id, access.owner)
         open_conflicts = await count_open(conn, db.id, access.owner)

@@ -12,6 +12,7 @@ import base64
 import orjson
 import pytest
 
+import schema.changes
 from tests.helpers import Couch
 
 
@@ -91,6 +92,24 @@ async def test_pending_counts_documents_not_sequence_numbers(alice, db):
     await write(alice, db, "c")
     feed = await changes(alice, db, "?limit=1")
     assert ids(feed) == ["a"] and feed["pending"] == 2
+
+
+async def test_pending_counts_exactly_only_the_last_few_documents(
+    alice, db, monkeypatch: pytest.MonkeyPatch
+):
+    """Far from the end, ``pending`` is the number of changes made since (an upper bound, as
+    CouchDB's is for a filtered feed), so no batch counts every document still to come."""
+    monkeypatch.setattr(schema.changes, "PENDING_EXACT_UP_TO", 3)
+    await write(alice, db, "a")
+    rev = (await alice.put(f"/{db}/b", {"n": 0}))["rev"]
+    for n in range(1, 5):  # b: seqs 2 to 6, one document
+        rev = (await alice.put(f"/{db}/b", {"_rev": rev, "n": n}))["rev"]
+    await write(alice, db, "c", "d", "e")  # seqs 7 to 9
+    first = await changes(alice, db, "?limit=1")
+    # 4 documents (b, c, d, e) remain: more than 3, so the 8 changes made since seq 1
+    assert ids(first) == ["a"] and first["pending"] == 8
+    near_end = await changes(alice, db, f"?limit=1&since={first['last_seq']}")
+    assert ids(near_end) == ["b"] and near_end["pending"] == 3  # c, d, e: counted exactly
 
 
 async def test_descending_lists_the_newest_first(alice, db):

@@ -19,11 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import _unavailable
 from schema import rawpg
+from schema.changes import _changes_statement, _pending_statement
+from schema.conflicts import _count_open_statement
 from schema.documents import _stub_select, _tree_select
 from schema.engine import raw_read, raw_statement, read_transaction, write_transaction
 from schema.keys import _statement as keys_statement
 from schema.local_docs import _put_statement
-from schema.reads import _revision_select
+from schema.reads import (
+    _attachment_data_statement,
+    _count_rows_statement,
+    _doc_select,
+    _docs_with_revisions_statement,
+    _revision_select,
+)
 from schema.tables import documents, revisions, users
 from schema.users import _caller_statement
 from schema.write_pg import _WRITE
@@ -132,8 +140,8 @@ async def test_a_statement_that_needs_sqlalchemy_is_refused_on_a_lean_connection
         assert list(await rawpg.rows(conn, stmt, {"names": ["alice", "x"]})) == [("alice",)]
 
 
-# Every statement the lean paths run (auth, _revs_diff, _bulk_docs, _local PUT): each must
-# be runnable by the driver alone, or those requests would fail.
+# Every statement the lean paths run (auth, _revs_diff, _bulk_docs, _local PUT; GET /{db},
+# _changes, _bulk_get): each must be runnable by the driver alone, or those requests would fail.
 LEAN_STATEMENTS = {
     "optimistic write": lambda: _WRITE,
     **{
@@ -146,6 +154,18 @@ LEAN_STATEMENTS = {
     "revisions by rev (rules)": lambda: keys_statement(_revision_select, revisions, False, "revs"),
     "create a _local doc": lambda: _put_statement(False, create=True),
     "update a _local doc": lambda: _put_statement(False, create=False),
+    **{
+        f"changes desc={d} bodies={b} owned={o} ids={i}": (
+            lambda d=d, b=b, o=o, i=i: _changes_statement(False, d, b, o, i)
+        )
+        for d, b, o, i in itertools.product((False, True), repeat=4)
+    },
+    **{f"pending owned={o}": (lambda o=o: _pending_statement(o)) for o in (False, True)},
+    **{f"live documents owned={o}": (lambda o=o: _count_rows_statement(o)) for o in (False, True)},
+    **{f"open conflicts owned={o}": (lambda o=o: _count_open_statement(o)) for o in (False, True)},
+    "documents by id": lambda: keys_statement(_doc_select, documents, False, "ids"),
+    "documents with revisions": _docs_with_revisions_statement,
+    "attachment data": lambda: _attachment_data_statement(False),
 }
 
 
