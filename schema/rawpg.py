@@ -16,7 +16,9 @@ The statement is still declared once, in SQLAlchemy Core, and the behaviour is t
   It runs statements in autocommit and nothing else; the pool's rules (size, timeout,
   recycling, the checkout check of ``schema.engine``, invalidation) apply to it unchanged;
 * only for statements whose parameters and columns need no processing by SQLAlchemy
-  (checked when compiled; anything else runs through ``conn.execute``);
+  (checked when compiled; anything else runs through ``conn.execute``, and on a
+  ``RawConnection`` is refused with ``TypeError``: ``tests/schema/test_rawpg.py`` compiles
+  every statement the lean paths run);
 * errors are translated exactly as SQLAlchemy does (``DBAPIError`` subclasses carrying the
   asyncpg error as ``orig``), and a connection that died is invalidated so the pool drops it.
 
