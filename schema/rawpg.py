@@ -160,6 +160,7 @@ async def rows(conn: Runner, stmt: ClauseElement, params: Mapping[str, Any]) -> 
         fairy = conn.sync_connection._dbapi_connection if conn.sync_connection else None
         translated, disconnect = _translate(conn.dialect, fairy, plan, exc)
         if disconnect:
+            _stale_pool(conn.engine, fairy, translated)
             await conn.invalidate(translated)
         raise translated from exc
 
@@ -179,8 +180,16 @@ async def _raw_rows(
     except Exception as exc:
         translated, disconnect = _translate(conn.dialect, fairy, plan, exc)
         if disconnect:  # the pool drops it when it is returned
+            _stale_pool(conn.engine, fairy, translated)
             await greenlet_spawn(fairy.invalidate, translated)
         raise translated from exc
+
+
+def _stale_pool(engine: AsyncEngine, fairy: Any, error: Exception) -> None:
+    """After a lost connection, every pooled connection made before it is suspect (a server
+    restart or failover ends them all): the pool reconnects each at its next checkout, as it
+    does when a statement run by SQLAlchemy's ``Connection`` finds its connection gone."""
+    engine.sync_engine.pool._invalidate(fairy, error, _checkin=False)
 
 
 def _translate(
