@@ -99,12 +99,16 @@ async def prepare_batch(
     user_id: int | None,
     owner_scope: int | None,
     role: str | None = None,
+    assume_new: bool = False,
 ) -> Batch:
     """Load what the edits touch (one query, plus one for attachment stubs) and plan them.
 
     With ``role`` set, the database's rules (``schema.rules``) check every edit first.
+    ``assume_new`` plans the edits as if none of their documents existed, without reading:
+    only for a writer that refuses the plan should one exist (``schema.write_pg``).
     """
-    states = await load_states(conn, db.id, list(dict.fromkeys(e.doc_id for e in edits)))
+    ids = list(dict.fromkeys(e.doc_id for e in edits))
+    states = {} if assume_new else await load_states(conn, db.id, ids)
     resolved = await _resolve_stubs(conn, db.id, edits, states, new_edits, owner_scope)
     if role is not None and has_rules(db):
         resolved = await validate_edits(

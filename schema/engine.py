@@ -7,8 +7,8 @@ writers queue on the database lock instead of failing to upgrade a read lock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -122,24 +122,25 @@ async def single_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection
             yield conn
 
 
-@asynccontextmanager
-async def raw_read(engine: AsyncEngine) -> AsyncIterator[rawpg.Runner]:
+def raw_read(engine: AsyncEngine) -> AbstractAsyncContextManager[rawpg.Runner]:
     """A connection for code that reads with ``rawpg.rows`` only: on PostgreSQL a lean
     checkout (``rawpg.checkout``, autocommit), on SQLite a ``read_transaction``."""
-    if is_sqlite(engine):
-        async with read_transaction(engine) as conn:
-            yield conn
-    else:
-        async with rawpg.checkout(engine) as conn:
-            yield conn
+    return _raw(engine, read_transaction)
+
+
+def raw_statement(engine: AsyncEngine) -> AbstractAsyncContextManager[rawpg.Runner]:
+    """``single_statement`` for code that runs ``rawpg.rows`` only: on PostgreSQL a lean
+    checkout in autocommit, on SQLite a writing transaction."""
+    return _raw(engine, single_statement)
 
 
 @asynccontextmanager
-async def raw_statement(engine: AsyncEngine) -> AsyncIterator[rawpg.Runner]:
-    """``single_statement`` for code that runs ``rawpg.rows`` only: on PostgreSQL a lean
-    checkout in autocommit, on SQLite a writing transaction."""
+async def _raw(
+    engine: AsyncEngine,
+    on_sqlite: Callable[[AsyncEngine], AbstractAsyncContextManager[AsyncConnection]],
+) -> AsyncIterator[rawpg.Runner]:
     if is_sqlite(engine):
-        async with single_statement(engine) as conn:
+        async with on_sqlite(engine) as conn:
             yield conn
     else:
         async with rawpg.checkout(engine) as conn:

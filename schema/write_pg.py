@@ -32,7 +32,7 @@ from sqlalchemy.sql.sqltypes import NullType
 
 from replication import DocEdit, NotFound
 from schema import rawpg
-from schema.batch import Batch, WriteResult, plan_batch
+from schema.batch import Batch, WriteResult
 from schema.databases import Database
 from schema.documents import prepare_batch
 from schema.engine import raw_statement
@@ -231,25 +231,16 @@ async def update_docs_optimistic(
     guess_new = _first_revisions(edits, new_edits) and not (role is not None and has_rules(db))
     for attempt in range(ATTEMPTS + guess_new):
         async with raw_statement(engine) as conn:
-            if guess_new and attempt == 0:
-                batch = plan_batch(
-                    {},
-                    edits,
-                    new_edits=new_edits,
-                    revs_limit=db.revs_limit,
-                    user_id=user_id,
-                    owner_scope=owner_scope,
-                )
-            else:
-                batch = await prepare_batch(
-                    conn,
-                    db,
-                    edits,
-                    new_edits=new_edits,
-                    user_id=user_id,
-                    owner_scope=owner_scope,
-                    role=role,
-                )
+            batch = await prepare_batch(
+                conn,
+                db,
+                edits,
+                new_edits=new_edits,
+                user_id=user_id,
+                owner_scope=owner_scope,
+                role=role,
+                assume_new=guess_new and attempt == 0,
+            )
             if not batch.documents:
                 return batch.results
             if batch.touched:  # conflicts to record: the locking path does that

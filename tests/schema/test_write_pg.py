@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from replication import DocEdit
-from schema import write_pg
+from schema import documents
 from schema.databases import create_database, get_database
 from schema.documents import prepare_batch, update_docs
 from schema.engine import read_transaction, single_statement, write_transaction
@@ -141,20 +141,20 @@ async def test_a_batch_of_first_revisions_is_written_without_reading_first(
 ) -> None:
     db = await _db(engine)
     reads = []
-    real = write_pg.prepare_batch
+    real = documents.load_states
 
-    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        reads.append(args[2])
-        return await real(*args, **kwargs)
+    async def counted(conn, db_id, doc_ids):  # type: ignore[no-untyped-def]
+        reads.append(doc_ids)
+        return await real(conn, db_id, doc_ids)
 
-    monkeypatch.setattr(write_pg, "prepare_batch", counted)
+    monkeypatch.setattr(documents, "load_states", counted)
     edits = [DocEdit(f"n{i}", path=(f"1-{i}",), body={"i": i}) for i in range(3)]
     results = await update_docs_optimistic(engine, db, edits, new_edits=False, user_id=1)
     assert results is not None and [r.rev for r in results] == ["1-0", "1-1", "1-2"]
     assert reads == []  # planned as new documents: no read before the write
     later = [DocEdit("n0", path=("2-x", "1-0"), body={"i": 9})]  # not a first revision
     assert await update_docs_optimistic(engine, db, later, new_edits=False, user_id=1)
-    assert reads == [later]
+    assert reads == [["n0"]]
     async with read_transaction(engine) as conn:
         rows = await get_doc_rows(conn, db.id, ["n0", "n1", "n2"])
         after = await get_database(conn, "w")
