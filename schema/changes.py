@@ -118,23 +118,14 @@ async def count_pending(
     quadratically many entries, half a million for 10,000 documents in batches of 100.
     """
     stmt = _pending_statement(owner_id is not None)
-    params: dict[str, Any] = {"db_id": db_id, "since": since, "upto": upto}
-    params["cap"] = PENDING_EXACT_UP_TO + 1
-    if owner_id is not None:
-        params["owner"] = owner_id
-    [(counted,)] = await rawpg.rows(conn, stmt, params)
+    params = {"db_id": db_id, "since": since, "upto": upto, "limit": PENDING_EXACT_UP_TO + 1}
+    [(counted,)] = await rawpg.rows(conn, stmt, {**params, "owner": owner_id})
     return int(counted) if counted <= PENDING_EXACT_UP_TO else upto - since
 
 
 @cache
 def _pending_statement(owned: bool) -> Select[Any]:
-    seq = documents.c.seq
-    remaining = select(documents.c.seq).where(
-        documents.c.db_id == bindparam("db_id", type_=Integer),
-        seq > bindparam("since", type_=BigInteger),
-        seq <= bindparam("upto", type_=BigInteger),
-    )
-    if owned:
-        remaining = remaining.where(documents.c.owner_id == bindparam("owner", type_=Integer))
-    capped = remaining.limit(bindparam("cap", type_=Integer)).subquery()
-    return select(func.count()).select_from(capped)
+    """Count the rows of the feed's own query (its first ``limit`` rows); without an id filter
+    that query is the same on both backends."""
+    feed = _changes_statement(False, False, False, owned, False)
+    return select(func.count()).select_from(feed.with_only_columns(documents.c.seq).subquery())

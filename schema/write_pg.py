@@ -225,8 +225,7 @@ async def update_docs_optimistic(
     after all (the same id created on two devices), its insert finds the row, the statement
     fails as a lost race does, nothing of it is kept, and the batch is read and planned
     again: a wrong guess costs that batch a second write (and PostgreSQL logs the failed
-    statement), which is rare because a replicator sends only what ``_revs_diff`` found
-    missing.
+    statement).
     """
     guess_new = _first_revisions(edits, new_edits) and not (role is not None and has_rules(db))
     for attempt in range(ATTEMPTS + guess_new):

@@ -112,6 +112,14 @@ async def test_pending_counts_exactly_only_the_last_few_documents(
     assert ids(near_end) == ["b"] and near_end["pending"] == 3  # c, d, e: counted exactly
 
 
+async def test_pending_in_an_owned_database_counts_only_the_callers_documents(admin, alice, bob):
+    await admin.put("/own?access_mode=owned")
+    await write(alice, "own", "a", "b")
+    await write(bob, "own", "c", "d", "e")
+    feed = await changes(alice, "own", "?limit=1")
+    assert ids(feed) == ["a"] and feed["pending"] == 1  # b; bob's three are not hers
+
+
 async def test_descending_lists_the_newest_first(alice, db):
     await write(alice, db, "a", "b", "c")
     assert ids(await changes(alice, db, "?descending=true")) == ["c", "b", "a"]
