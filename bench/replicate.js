@@ -38,6 +38,7 @@ const ROOT = path.resolve(__dirname, '..');
 const nm = (name) => require(path.join(ROOT, 'node_modules', name));
 const PouchDB = nm('pouchdb').plugin(nm('pouchdb-adapter-memory'));
 const nodeFetch = nm('node-fetch');
+const docs = require('./docs');
 
 const config = JSON.parse(process.argv[2] || '{}');
 const mode = config.mode;
@@ -109,37 +110,8 @@ function localDb() {
 
 // ---------------------------------------------------------------- documents
 
-const WORDS = (
-  'alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike ' +
-  'november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu'
-).split(' ');
-
 function makeDoc(i) {
-  let seed = (i * 2654435761) >>> 0;
-  const rnd = () => {
-    seed = (seed * 1664525 + 1013904223) >>> 0;
-    return seed;
-  };
-  const doc = {
-    _id: PREFIX + String(i).padStart(6, '0'),
-    type: 'bench',
-    n: i,
-    owner: `user-${i % 97}`,
-    created_at: new Date(1700000000000 + i * 1000).toISOString(),
-    tags: [WORDS[rnd() % 26], WORDS[rnd() % 26], WORDS[rnd() % 26]],
-    score: (rnd() % 100000) / 100,
-    text: '',
-  };
-  const base = JSON.stringify(doc).length;
-  const words = [];
-  let len = 0;
-  while (base + len < DOC_BYTES) {
-    const w = WORDS[rnd() % 26];
-    words.push(w);
-    len += w.length + 1;
-  }
-  doc.text = words.join(' ').slice(0, Math.max(0, DOC_BYTES - base));
-  return doc;
+  return docs.makeDoc(i, PREFIX, DOC_BYTES);
 }
 
 async function fillLocal(db, n) {

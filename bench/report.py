@@ -25,6 +25,7 @@ PHASE_TITLES = {
     "noop": "no-op sync",
     "changes": "_changes?since=0",
     "fanin": "fan-in push",
+    "fanin-replay": "fan-in push, replay clients",
 }
 
 # the request whose latency the table shows for each phase
@@ -35,6 +36,7 @@ KEY_REQUEST = {
     "noop": "all",
     "changes": "_changes",
     "fanin": "_bulk_docs",
+    "fanin-replay": "_bulk_docs",
 }
 
 
@@ -190,7 +192,9 @@ def render_markdown_table(results: dict[str, Any]) -> str:
         body.append(f"| {server} | {phase} | {docs} | {dps} | {cpu_doc} | {p95} |")
     note = (
         f"\n{meta.get('docs', '?'):,} docs of ~{meta.get('doc_bytes', '?')} bytes, "
-        f"fan-in {meta.get('clients', '?')} client processes; PouchDB {meta.get('pouchdb', '?')} "
+        f"fan-in {meta.get('clients', '?')} client processes (replay clients: "
+        f"{meta.get('clients', '?')} devices replaying PouchDB's push requests from one "
+        f"process); PouchDB {meta.get('pouchdb', '?')} "
         f"clients (memory adapter) in Node {meta.get('node', '?')}; "
         f"{meta.get('cpus', '?')} CPUs, {meta.get('started_at', '')}. "
         "Server CPU = utime+stime of the server process tree (gateway: plus every PostgreSQL "
@@ -199,7 +203,7 @@ def render_markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(head + body) + "\n" + note + "\n"
 
 
-RATIO_PHASES = ("push", "pull", "changes", "fanin")
+RATIO_PHASES = ("push", "pull", "changes", "fanin", "fanin-replay")
 
 
 def phase_ratios(results: dict[str, Any], gateway: str, phase: str) -> tuple[float, float] | None:

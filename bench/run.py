@@ -5,7 +5,9 @@
 
 For every server (started here, on a fresh store, and torn down at the end even on failure):
 push N docs, pull them, incremental push of 1% + a no-op sync, ``_changes?since=0`` read with a
-plain HTTP client, and a fan-in of C client processes pushing N/C distinct docs each at once.
+plain HTTP client, a fan-in of C client processes pushing N/C distinct docs each at once, and the
+same fan-in by C protocol-replay devices (bench/replay.js: PouchDB's push requests, next to no
+client CPU).
 Each phase reports wall time, docs/s, client-observed request latency percentiles and the
 server's CPU seconds (process tree; for the gateway plus every PostgreSQL process).
 See bench/README.md.
@@ -38,10 +40,12 @@ from servers import ROOT, BenchError, GatewayServer, PouchDBServer, Server, kill
 
 BENCH = Path(__file__).resolve().parent
 REPLICATE_JS = BENCH / "replicate.js"
+REPLAY_JS = BENCH / "replay.js"
 MAIN_DB = "bench"
 TRACK_INTERVAL_S = 0.5  # how often exiting PostgreSQL backends are looked at during a phase
-PHASES = ["push", "pull", "incremental", "noop", "changes", "fanin"]
+PHASES = ["push", "pull", "incremental", "noop", "changes", "fanin", "fanin-replay"]
 FANIN_DB = "fanin"
+FANIN_REPLAY_DB = "fanin_replay"
 WARMUP_DB = "warmup"
 
 
@@ -49,15 +53,18 @@ WARMUP_DB = "warmup"
 
 
 class NodeClient:
-    """One ``node bench/replicate.js`` process, spoken to over stdin/stdout JSON lines."""
+    """One ``node bench/replicate.js`` (or ``replay.js``) process, spoken to over stdin/stdout
+    JSON lines."""
 
-    def __init__(self, config: dict[str, Any], log_dir: Path, label: str) -> None:
+    def __init__(
+        self, config: dict[str, Any], log_dir: Path, label: str, script: Path = REPLICATE_JS
+    ) -> None:
         self.label = label
         self.stderr_path = log_dir / f"client-{label}.stderr"
         self.messages: queue.Queue[dict[str, Any]] = queue.Queue()
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                ["node", str(REPLICATE_JS), json.dumps(config)],
+                ["node", str(script), json.dumps(config)],
                 cwd=ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -118,12 +125,15 @@ class NodeClient:
 
 @contextlib.contextmanager
 def clients(
-    configs: list[dict[str, Any]], log_dir: Path, active: list[NodeClient]
+    configs: list[dict[str, Any]],
+    log_dir: Path,
+    active: list[NodeClient],
+    script: Path = REPLICATE_JS,
 ) -> Iterator[list[NodeClient]]:
     started: list[NodeClient] = []
     try:
         for n, cfg in enumerate(configs):
-            c = NodeClient(cfg, log_dir, f"{cfg['mode']}-{n}")
+            c = NodeClient(cfg, log_dir, f"{cfg['mode']}-{n}", script)
             started.append(c)
             active.append(c)
         yield started
@@ -318,7 +328,6 @@ def run_fanin(
         results = [c.expect("result", deadline)["steps"][0] for c in procs]
     docs = sum(d["docs_written"] for d in dones)
     wall = (max(d["end_epoch_ms"] for d in dones) - min(d["start_epoch_ms"] for d in dones)) / 1000
-    client_walls = [d["wall_ms"] / 1000 for d in dones]
     rec: dict[str, Any] = {
         "docs": docs,
         "expected_docs": per_client * args.clients,
@@ -326,11 +335,7 @@ def run_fanin(
         "docs_per_client": per_client,
         "wall_s": round(wall, 3),
         "docs_per_s": round(docs / wall, 1) if wall > 0 else None,
-        "client_wall_s": {
-            "min": round(min(client_walls), 3),
-            "median": round(statistics.median(client_walls), 3),
-            "max": round(max(client_walls), 3),
-        },
+        "client_wall_s": _spread([d["wall_ms"] / 1000 for d in dones]),
         "doc_write_failures": sum(d["doc_write_failures"] for d in dones),
         "cpu": cpu,
         "requests": summarize_requests(r for res in results for r in res["requests"]),
@@ -344,6 +349,70 @@ def run_fanin(
         rec["replication_errors"] = errors[:10]
     if docs != rec["expected_docs"]:
         rec["warning"] = f"expected {rec['expected_docs']} docs written, got {docs}"
+    return rec
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "min": round(min(values), 3),
+        "median": round(statistics.median(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def replay_config(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "mode": "fanin-replay",  # names the client's log file
+        "url": server.db_url(FANIN_REPLAY_DB),
+        "auth": server.auth,
+        "devices": args.clients,
+        "docs_per_device": args.docs // args.clients,
+        "doc_bytes": args.doc_bytes,
+        "id_prefix": "r",
+        "barrier": True,
+        "timeout_s": args.phase_timeout * 4,
+    }
+
+
+def run_fanin_replay(
+    server: Server,
+    meter: Meter,
+    args: argparse.Namespace,
+    active: list[NodeClient],
+    log_dir: Path,
+) -> dict[str, Any]:
+    """The fan-in by C devices replayed in one ``bench/replay.js`` process: the HTTP requests
+    of C PouchDB pushes of N/C docs each, released together, at next to no client CPU."""
+    cfg = replay_config(server, args)
+    expected = cfg["devices"] * cfg["docs_per_device"]
+    with clients([cfg], log_dir, active, REPLAY_JS) as (client,):
+        client.expect("ready", time.monotonic() + args.phase_timeout)
+        meter.start()
+        client.go()
+        deadline = time.monotonic() + args.phase_timeout
+        done = client.expect("done", deadline)
+        cpu = meter.stop(expected)
+        requests = client.expect("result", deadline)["steps"][0]["requests"]
+    docs, wall = done["docs_written"], done["wall_ms"] / 1000
+    count = doc_count(server, FANIN_REPLAY_DB)
+    rec: dict[str, Any] = {
+        "docs": docs,
+        "expected_docs": expected,
+        "clients": cfg["devices"],
+        "docs_per_client": cfg["docs_per_device"],
+        "client_processes": 1,
+        "wall_s": round(wall, 3),
+        "docs_per_s": round(docs / wall, 1) if wall > 0 else None,
+        "client_wall_s": _spread([d["wall_ms"] / 1000 for d in done["devices"]]),
+        "doc_write_failures": done["doc_write_failures"],
+        "doc_count": count,
+        "cpu": cpu,
+        "requests": summarize_requests(requests),
+    }
+    if args.raw_requests:  # [device, kind, total_ms, ttfb_ms, status, bytes, start_ms]
+        rec["requests_raw"] = [[r[6], *_round_req(r[:6])] for r in requests]
+    if docs != expected or count != expected:
+        rec["warning"] = f"expected {expected} docs written, got {docs} (doc_count {count})"
     return rec
 
 
@@ -410,7 +479,7 @@ def run_server(
     active: list[NodeClient] = []
     meter = Meter(server, active)
     results: dict[str, dict[str, Any]] = {"_server": server.info()}
-    for db in (MAIN_DB, FANIN_DB, WARMUP_DB):
+    for db in (MAIN_DB, FANIN_DB, FANIN_REPLAY_DB, WARMUP_DB):
         server.create_db(db)
     if args.warmup_docs:
         warm_up(server, meter, args, active, log_dir)
@@ -432,6 +501,8 @@ def run_server(
             active, log_dir)),
         (["changes"], lambda: {"changes": run_changes(server, meter, args)}),
         (["fanin"], lambda: {"fanin": run_fanin(server, meter, args, active, log_dir)}),
+        (["fanin-replay"], lambda: {
+            "fanin-replay": run_fanin_replay(server, meter, args, active, log_dir)}),
     ]  # fmt: skip
     wanted = set(args.phases)
     phases = [(names, fn) for names, fn in all_phases if wanted & set(names)]
@@ -471,6 +542,7 @@ def run_server(
         "pg_stats_whole_run": pg_stats,
         "doc_count_bench": doc_count(server, MAIN_DB),
         "doc_count_fanin": doc_count(server, FANIN_DB),
+        "doc_count_fanin_replay": doc_count(server, FANIN_REPLAY_DB),
         "server_rss_mb": _rss(server),
         "server_stderr_tail": server.stderr_tail()[-2000:],
     }
@@ -517,13 +589,16 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
         "clk_tck": CLK_TCK,
         "fanin_model": "one Node process per client",
+        "fanin_replay_model": "one Node process replaying the requests of all C devices",
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--docs", type=int, default=10_000, help="documents per phase (10000)")
-    p.add_argument("--clients", type=int, default=20, help="fan-in client processes (20)")
+    p.add_argument(
+        "--clients", type=int, default=20, help="fan-in client processes / replay devices (20)"
+    )
     p.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="postgres")
     p.add_argument("--skip-pouchdb-server", action="store_true")
     p.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")

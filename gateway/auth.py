@@ -33,6 +33,7 @@ from functools import cache
 from typing import Any
 
 import jwt
+import orjson
 from aiohttp import web
 
 from gateway.keys import ENGINE, PASSWORD_CACHE, RATE_LIMITER, SETTINGS
@@ -50,6 +51,9 @@ SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 CTX_KEY = "gateway_ctx"
 DB_KEY = "gateway_db"  # (name, Database | None) looked up with the user
 LOCAL_KEY = "gateway_local"  # (id, (rev, body) | None) looked up with the user
+DOCS_KEY = "gateway_docs"  # (ids, rows) a _revs_diff's documents, looked up with the user
+REVS_DIFF_ROUTE = "/{db}/_revs_diff"
+PREFETCH_BODY_LIMIT = 256 * 1024  # bytes: a replicator's _revs_diff is about 6 KiB per 100 ids
 PUBLIC_ROUTES = {
     ("GET", "/"),
     ("HEAD", "/"),
@@ -292,21 +296,47 @@ def _local_read(request: web.Request) -> str | None:
     return "_local/" + local
 
 
+async def _revs_diff_ids(request: web.Request) -> list[str] | None:
+    """The document ids of a ``_revs_diff`` body, to look up with the caller; None when the
+    request is another, or its body is not a small JSON object (the handler then reads the
+    documents itself, and answers a bad body after authentication, as for any route)."""
+    if request.method != "POST" or request.match_info.route.resource is None:
+        return None
+    if request.match_info.route.resource.canonical != REVS_DIFF_ROUTE:
+        return None
+    size = request.content_length
+    if size is None or size > min(PREFETCH_BODY_LIMIT, request.client_max_size):
+        return None  # chunked, or too large to read here (the handler answers 413)
+    if request.content_type not in ("application/json", "text/plain", ""):
+        return None
+    try:
+        body = orjson.loads(await request.read())  # aiohttp keeps it for the handler
+    except orjson.JSONDecodeError:
+        return None
+    return list(body) if type(body) is dict and body else None
+
+
 async def _load_user(request: web.Request, name: str, jti: str | None = None) -> User | None:
     """Load the caller and, in the same round trip, the URL's database, the _local doc a GET
-    reads, and whether the access token was revoked."""
+    reads, the documents a ``_revs_diff`` asks about, and whether the access token was
+    revoked."""
     if "\x00" in name:  # no user has one, and PostgreSQL text cannot hold it
         return None
     db_name = request.match_info.get("db")
     if db_name is not None and not DB_NAME_RE.match(db_name):
         db_name = None  # open_db answers 400 for an invalid name
     local_id = _local_read(request) if db_name is not None else None
+    doc_ids = await _revs_diff_ids(request) if db_name is not None else None
     async with raw_read(request.app[ENGINE]) as conn:
-        caller = await find_caller(conn, name, db_name=db_name, local_id=local_id, jti=jti)
+        caller = await find_caller(
+            conn, name, db_name=db_name, local_id=local_id, jti=jti, doc_ids=doc_ids
+        )
     if db_name is not None:
         request[DB_KEY] = (db_name, caller.db)
     if local_id is not None:
         request[LOCAL_KEY] = (local_id, caller.local)
+    if doc_ids is not None and caller.docs is not None:
+        request[DOCS_KEY] = (doc_ids, caller.docs)
     if caller.revoked:
         raise Unauthorized("Access token revoked.")
     if caller.user is None or caller.user.disabled:

@@ -14,7 +14,7 @@ a single optimistic statement and falls back to this path under contention.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -85,9 +85,16 @@ async def load_states(conn: Runner, db_id: int, doc_ids: Sequence[str]) -> dict[
     found: dict[str, DocState] = {}
     for part in chunks(doc_ids):
         rows = await fetch_by_ids(conn, _tree_select, documents, db_id, part)
-        for doc_id, raw_tree, deleted, owner_id, seq in rows:
-            found[doc_id] = DocState(tree_from_data(orjson.loads(raw_tree)), seq, deleted, owner_id)
+        found.update(states_from_rows(rows))
     return found
+
+
+def states_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, DocState]:
+    """``(doc_id, rev_tree, deleted, owner_id, seq)`` rows as loaded states, by id."""
+    return {
+        doc_id: DocState(tree_from_data(orjson.loads(raw_tree)), seq, deleted, owner_id)
+        for doc_id, raw_tree, deleted, owner_id, seq in rows
+    }
 
 
 async def prepare_batch(

@@ -134,17 +134,11 @@ def raw_statement(engine: AsyncEngine) -> AbstractAsyncContextManager[rawpg.Runn
     return _raw(engine, single_statement)
 
 
-@asynccontextmanager
-async def _raw(
+def _raw(
     engine: AsyncEngine,
     on_sqlite: Callable[[AsyncEngine], AbstractAsyncContextManager[AsyncConnection]],
-) -> AsyncIterator[rawpg.Runner]:
-    if is_sqlite(engine):
-        async with on_sqlite(engine) as conn:
-            yield conn
-    else:
-        async with rawpg.checkout(engine) as conn:
-            yield conn
+) -> AbstractAsyncContextManager[rawpg.Runner]:
+    return on_sqlite(engine) if is_sqlite(engine) else rawpg.checkout(engine)
 
 
 def insert_ignore(conn: AsyncConnection | AsyncEngine, table: Any) -> Any:

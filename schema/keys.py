@@ -55,11 +55,19 @@ def _by_ids(sqlite: bool, stmt: Select[Any], table: Table) -> Select[Any]:
         return stmt.where(
             table.c.db_id == db_id, table.c.doc_id.in_(bindparam("ids", expanding=True))
         )
-    ids = bindparam("ids", type_=ARRAY(Text))
+    keys, found = probe_ids(stmt, table, db_id, bindparam("ids", type_=ARRAY(Text)))
+    return select(*found.c).select_from(keys).join(found, true())
+
+
+def probe_ids(stmt: Select[Any], table: Table, db_id: Any, ids: Any) -> tuple[Any, Any]:
+    """The ids of the array ``ids`` (``k``) and, lateral to it, ``stmt``'s row for each in
+    database ``db_id`` (``d``), to be joined (PostgreSQL).  One index probe per id, whatever
+    the planner believes of the table's size: ``= ANY(array)`` becomes a scan of the whole
+    table when its statistics are missing or stale."""
     keys = func.unnest(ids).table_valued("id").render_derived(name="k")
     probe = stmt.where(table.c.db_id == db_id, table.c.doc_id == keys.c.id.collate("C"))
-    found = probe.limit(1).lateral("d")
-    return select(*found.c).select_from(keys).join(found, true())
+    probe = probe.correlate_except(table)  # the ids, and whatever gives db_id, are outside
+    return keys, probe.limit(1).lateral("d")
 
 
 def _by_revs(sqlite: bool, stmt: Select[Any], table: Table) -> Select[Any]:

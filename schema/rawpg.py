@@ -29,8 +29,7 @@ compiled form is cached per statement object.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,39 +97,46 @@ def _plain_array(type_: Any) -> bool:
 
 
 class RawConnection:
-    """A pooled PostgreSQL connection lent to ``rows`` alone (see ``checkout``)."""
+    """A pooled PostgreSQL connection lent to ``rows`` alone (see ``checkout``).
+
+    It is its own async context manager (no generator-based wrapper: this runs for nearly
+    every request): entering checks a connection out of the engine's pool, leaving returns it.
+    """
 
     __slots__ = ("dialect", "engine", "fairy")
 
-    def __init__(self, engine: AsyncEngine, fairy: Any) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect: Dialect = engine.dialect
-        self.fairy = fairy  # SQLAlchemy's pooled connection (its _ConnectionFairy)
+        self.fairy: Any = None  # SQLAlchemy's pooled connection (its _ConnectionFairy)
+
+    async def __aenter__(self) -> RawConnection:
+        sync_engine = self.engine.sync_engine
+        try:
+            self.fairy = await greenlet_spawn(sync_engine.raw_connection)
+        except self.dialect.loaded_dbapi.Error as err:
+            Connection._handle_dbapi_exception_noconnection(err, self.dialect, sync_engine)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        fairy, self.fairy = self.fairy, None
+        await asyncio.shield(greenlet_spawn(fairy.close))
 
 
 Runner = AsyncConnection | RawConnection  # what ``rows`` runs statements on
 
 
-@asynccontextmanager
-async def checkout(engine: AsyncEngine) -> AsyncIterator[RawConnection]:
-    """Lend a connection of ``engine``'s pool (PostgreSQL) for ``rows`` in autocommit.
+def checkout(engine: AsyncEngine) -> RawConnection:
+    """Lend a connection of ``engine``'s pool (PostgreSQL) for ``rows`` in autocommit:
+    ``async with checkout(engine) as conn``.
 
     Checking out and in are the pool's own, in a greenlet as SQLAlchemy's ``connect`` and
     ``close`` do (either may open or close a connection); errors are translated as
     ``Engine.connect`` translates them, and the return to the pool is shielded from
     cancellation, as ``AsyncConnection.close`` shields it.
     """
-    sync_engine = engine.sync_engine
-    dialect = sync_engine.dialect
-    try:
-        fairy = await greenlet_spawn(sync_engine.raw_connection)
-    except dialect.loaded_dbapi.Error as err:
-        Connection._handle_dbapi_exception_noconnection(err, dialect, sync_engine)
-        raise
-    try:
-        yield RawConnection(engine, fairy)
-    finally:
-        await asyncio.shield(greenlet_spawn(fairy.close))
+    return RawConnection(engine)
 
 
 def _driver(conn: AsyncConnection) -> Any:

@@ -10,16 +10,30 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import String, bindparam, insert, select, true, update
+from sqlalchemy import (
+    ARRAY,
+    String,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    true,
+    type_coerce,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
+from sqlalchemy.types import NullType
 
 from replication import BadRequest, Conflict, NotFound
 from schema import rawpg
 from schema.databases import DATABASE_COLUMNS, Database
+from schema.engine import is_sqlite
+from schema.keys import probe_ids, storable
 from schema.rawpg import Runner
-from schema.tables import databases, local_docs, revoked_tokens, users
+from schema.tables import databases, documents, local_docs, revoked_tokens, users
 
 ROLES = ("admin", "manager", "inspector")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -134,10 +148,14 @@ class Caller:
     db: Database | None = None
     local: tuple[int, bytes] | None = None  # (rev, body) of the requested _local doc
     revoked: bool = False  # the access token's jti was revoked by a logout
+    # (doc_id, rev_tree, deleted, owner_id, seq) of the asked-for documents that exist
+    docs: list[tuple[str, bytes, bool, int | None, int]] | None = None
 
 
 @cache
-def _caller_statement(with_db: bool, with_local: bool, with_jti: bool) -> Select[Any]:
+def _caller_statement(
+    with_db: bool, with_local: bool, with_jti: bool, with_docs: bool = False
+) -> Select[Any]:
     joined: Any = users
     cols: list[Any] = list(_COLUMNS)
     if with_db:
@@ -156,12 +174,38 @@ def _caller_statement(with_db: bool, with_local: bool, with_jti: bool) -> Select
                 & (local_docs.c.doc_id == bindparam("local_id", type_=String)),
             )
             cols += [local_docs.c.rev, local_docs.c.body]
+        if with_docs:  # a _revs_diff (PostgreSQL): the documents' trees in the same trip
+            ids = bindparam("doc_ids", type_=ARRAY(Text))
+            keys, rows = probe_ids(select(*_DOC_COLUMNS), documents, db.c.id, ids)
+            found = (
+                select(*(_aggregate(c) for c in rows.c))
+                .select_from(keys)
+                .join(rows, true())
+                .lateral("docs")
+            )
+            joined = joined.outerjoin(found, true())
+            cols += list(found.c)
     if with_jti:
         joined = joined.outerjoin(
             revoked_tokens, revoked_tokens.c.jti == bindparam("jti", type_=String)
         )
         cols.append(revoked_tokens.c.jti)
     return select(*cols).select_from(joined).where(users.c.name == bindparam("name", type_=String))
+
+
+_DOC_COLUMNS = (
+    documents.c.doc_id,
+    documents.c.rev_tree,
+    documents.c.deleted,
+    documents.c.owner_id,
+    documents.c.seq,
+)
+
+
+def _aggregate(column: Any) -> Any:
+    """``array_agg(column)``, typed so that the driver's arrays come back as they are (the
+    aggregates of one query see its rows in one order, so the arrays line up)."""
+    return type_coerce(func.array_agg(column), NullType()).label(column.name)
 
 
 async def find_caller(
@@ -171,11 +215,20 @@ async def find_caller(
     db_name: str | None = None,
     local_id: str | None = None,
     jti: str | None = None,
+    doc_ids: list[str] | None = None,
 ) -> Caller:
-    """Read the user and, as asked, the URL's database, a _local doc and a token revocation."""
+    """Read the user and, as asked, the URL's database, a _local doc, a token revocation and
+    (PostgreSQL only: ``doc_ids`` is ignored on SQLite) the stored state of some documents."""
     with_db, with_local = db_name is not None, db_name is not None and local_id is not None
-    stmt = _caller_statement(with_db, with_local, jti is not None)
-    params = {"name": name, "db_name": db_name, "local_id": local_id, "jti": jti}
+    with_docs = with_db and doc_ids is not None and not is_sqlite(conn)
+    stmt = _caller_statement(with_db, with_local, jti is not None, with_docs)
+    params = {
+        "name": name,
+        "db_name": db_name,
+        "local_id": local_id,
+        "jti": jti,
+        "doc_ids": storable(doc_ids) if with_docs and doc_ids is not None else None,
+    }
     found = await rawpg.rows(conn, stmt, {k: v for k, v in params.items() if v is not None})
     row = found[0] if found else None
     if row is None:
@@ -184,14 +237,18 @@ async def find_caller(
     user = User(*values[: len(_COLUMNS)])
     rest = values[len(_COLUMNS) :]
     db = local = None
+    docs: list[Any] = []
     if with_db:
         db_row, rest = rest[: len(DATABASE_COLUMNS)], rest[len(DATABASE_COLUMNS) :]
         db = Database(*db_row) if db_row[0] is not None else None
         if with_local:
             local = (rest[0], rest[1]) if rest[0] is not None else None
             rest = rest[2:]
+        if with_docs:
+            columns, rest = rest[: len(_DOC_COLUMNS)], rest[len(_DOC_COLUMNS) :]
+            docs = list(zip(*columns, strict=True)) if columns[0] is not None else []
     revoked = jti is not None and rest[0] is not None
-    return Caller(user, db, local, revoked)
+    return Caller(user, db, local, revoked, docs if with_docs else None)
 
 
 async def list_users(conn: AsyncConnection) -> list[User]:

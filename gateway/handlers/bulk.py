@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from gateway.access import require_write
+from gateway.auth import DOCS_KEY
 from gateway.dbctx import open_db, write_edits
 from gateway.docfetch import FetchRequest, fetch_docs
 from gateway.handlers.docs import render_options
@@ -23,7 +24,7 @@ from gateway.metrics import count_docs_read
 from gateway.stats import count_out
 from gateway.validation import edit_from_json, with_generated_id
 from replication import BadRequest, DocEdit, GatewayError, revs_diff, validate_rev
-from schema.documents import load_states
+from schema.documents import load_states, states_from_rows
 from schema.engine import raw_read
 
 
@@ -143,8 +144,12 @@ async def revs_diff_handler(request: web.Request) -> web.Response:
         if not isinstance(revs, list):
             raise BadRequest(f"Revisions of {doc_id!r} must be a list")
         wanted[doc_id] = [validate_rev(rev) for rev in revs]
-    async with raw_read(request.app[ENGINE]) as conn:
-        states = await load_states(conn, access.db.id, list(wanted))
+    prefetched = request.get(DOCS_KEY)
+    if prefetched is not None and prefetched[0] == list(wanted):
+        states = states_from_rows(prefetched[1])  # read with the caller (gateway.auth)
+    else:
+        async with raw_read(request.app[ENGINE]) as conn:
+            states = await load_states(conn, access.db.id, list(wanted))
     out: dict[str, Any] = {}
     for doc_id, revs in wanted.items():
         state = states.get(doc_id)

@@ -314,9 +314,12 @@ async def test_a_sane_request_id_is_echoed_and_anything_else_replaced(
     async with client.get("/healthz") as resp:
         generated = resp.headers["X-Request-Id"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    seen = {generated}
     for bad in ("x" * 129, "has space", "caf\u00e9", ""):
         async with client.get("/healthz", headers={"X-Request-Id": bad}) as resp:
             assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-Id"]), bad
+            seen.add(resp.headers["X-Request-Id"])
+    assert len(seen) == 5  # every request gets an id of its own
     async with client.get("/field/nothing", headers=alice.headers()) as resp:  # errors too
         assert resp.status == 404 and re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-Id"])
 
@@ -455,3 +458,16 @@ def test_the_formatters_carry_extra_fields_and_the_request_id() -> None:
 
         record.exc_info = sys.exc_info()
     assert "ValueError: bad" in orjson.loads(JsonFormatter().format(record))["exc"]
+
+
+def test_generated_request_ids_are_distinct_within_and_across_processes() -> None:
+    import subprocess
+    import sys
+
+    from gateway.logging_mw import new_request_id
+
+    ids = [new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    code = "from gateway.logging_mw import new_request_id as n; print(n())"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip()[:16] != ids[0][:16]  # another instance: another random prefix

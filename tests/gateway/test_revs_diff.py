@@ -7,7 +7,14 @@ Fixture tree of document ``a``:
 
 from __future__ import annotations
 
-from tests.helpers import Couch
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.handlers import bulk
+from tests.helpers import Couch, basic
 
 
 async def seed(couch: Couch, db: str) -> None:
@@ -82,3 +89,62 @@ async def test_revisions_must_be_a_list_of_rev_strings(alice, db):
     await revs_diff(alice, db, {"a": ["nonsense"]}, expected_status=400)
     await revs_diff(alice, db, {"a": [1]}, expected_status=400)
     await alice.post(f"/{db}/_revs_diff", ["1-a"], expected_status=400)
+
+
+# --- the documents are read with the caller (PostgreSQL: one round trip per _revs_diff) -------
+
+
+async def seed_two(couch: Couch, db: str) -> None:
+    await seed(couch, db)
+    doc = {"_id": "b", "_rev": "2-y", "_revisions": {"start": 2, "ids": ["y", "x"]}, "v": 2}
+    await couch.post(f"/{db}/_bulk_docs", {"docs": [doc], "new_edits": False}, expected_status=201)
+
+
+TWO_DIFF = {
+    "a": {"missing": ["4-d"], "possible_ancestors": ["3-c"]},
+    "b": {"missing": ["3-z"], "possible_ancestors": ["2-y"]},
+    "ghost": {"missing": ["1-x"]},
+}
+
+
+@pytest.mark.postgres_only
+async def test_the_documents_are_read_in_the_callers_round_trip(alice, db, monkeypatch):
+    await seed_two(alice, db)
+
+    async def read_again(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the handler read the documents a second time")
+
+    monkeypatch.setattr(bulk, "load_states", read_again)
+    body = {"a": ["3-c", "4-d"], "b": ["2-y", "3-z"], "ghost": ["1-x"]}
+    assert await revs_diff(alice, db, body) == TWO_DIFF  # each tree with its own document
+
+
+async def test_a_body_that_is_not_read_ahead_is_answered_the_same(alice, client, db, monkeypatch):
+    await seed_two(alice, db)
+    reads: list[int] = []
+    real = bulk.load_states
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(bulk, "load_states", counted)
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: not read ahead
+        yield orjson.dumps({"a": ["3-c", "4-d"], "b": ["2-y", "3-z"], "ghost": ["1-x"]})
+
+    async with client.post(f"/{db}/_revs_diff", data=chunked(), headers=alice.headers()) as resp:
+        assert resp.status == 200
+        assert await resp.json() == TWO_DIFF
+    assert reads == [1]
+
+
+async def test_a_stranger_gets_401_whatever_the_revs_diff_body(client, alice, db):
+    await seed(alice, db)
+    for body in (b"{not json", b'{"a": ["3-c"]}', b'["a"]'):
+        headers = {"Content-Type": "application/json", "Authorization": basic("alice", "wrong")}
+        async with client.post(f"/{db}/_revs_diff", data=body, headers=headers) as resp:
+            assert resp.status == 401, body
+            assert (await resp.json())["error"] == "unauthorized"
+        async with client.post(f"/{db}/_revs_diff", data=body) as resp:  # no credentials
+            assert resp.status == 401, body

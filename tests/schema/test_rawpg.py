@@ -167,9 +167,11 @@ async def test_a_statement_that_needs_sqlalchemy_is_refused_on_a_lean_connection
 LEAN_STATEMENTS = {
     "optimistic write": lambda: _WRITE,
     **{
-        f"caller db={d} local={lo} jti={j}": (lambda d=d, lo=lo, j=j: _caller_statement(d, lo, j))
-        for d, lo, j in itertools.product((False, True), repeat=3)
-        if d or not lo
+        f"caller db={d} local={lo} jti={j} docs={x}": (
+            lambda d=d, lo=lo, j=j, x=x: _caller_statement(d, lo, j, x)
+        )
+        for d, lo, j, x in itertools.product((False, True), repeat=4)
+        if d or not (lo or x)
     },
     "document trees by id": lambda: keys_statement(_tree_select, documents, False, "ids"),
     "attachment stubs by rev": lambda: keys_statement(_stub_select, revisions, False, "revs"),
