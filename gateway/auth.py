@@ -41,7 +41,7 @@ from gateway.ratelimit import Rule, client_address, key_part
 from gateway.tokens import AccessClaims, read_access_token
 from replication import TooManyRequests, Unauthorized
 from schema.databases import DB_NAME_RE
-from schema.engine import raw_read
+from schema.engine import is_sqlite, raw_read
 from schema.users import User, find_caller, hash_password, verify_password
 
 SESSION_COOKIE = "AuthSession"
@@ -53,7 +53,8 @@ DB_KEY = "gateway_db"  # (name, Database | None) looked up with the user
 LOCAL_KEY = "gateway_local"  # (id, (rev, body) | None) looked up with the user
 DOCS_KEY = "gateway_docs"  # (ids, rows) a _revs_diff's documents, looked up with the user
 REVS_DIFF_ROUTE = "/{db}/_revs_diff"
-PREFETCH_BODY_LIMIT = 256 * 1024  # bytes: a replicator's _revs_diff is about 6 KiB per 100 ids
+PREFETCH_BODY_LIMIT = 64 * 1024  # bytes: a replicator's _revs_diff is about 6 KiB per 100 ids
+PREFETCH_MAX_IDS = 1000  # PouchDB asks about batch_size (default 100) documents at a time
 PUBLIC_ROUTES = {
     ("GET", "/"),
     ("HEAD", "/"),
@@ -297,23 +298,35 @@ def _local_read(request: web.Request) -> str | None:
 
 
 async def _revs_diff_ids(request: web.Request) -> list[str] | None:
-    """The document ids of a ``_revs_diff`` body, to look up with the caller; None when the
-    request is another, or its body is not a small JSON object (the handler then reads the
-    documents itself, and answers a bad body after authentication, as for any route)."""
+    """The document ids of a ``_revs_diff`` body, to look up with the caller (PostgreSQL);
+    None when the request is another, or its body is not a small, plain JSON object: the
+    handler then reads the documents itself, and answers a bad body after authentication,
+    as for any route.
+
+    This runs before the password is checked, so what a stranger can make it do is bounded:
+    at most ``PREFETCH_BODY_LIMIT`` bytes as sent, never decompressed (a compressed body
+    could unpack to the whole request limit), and at most ``PREFETCH_MAX_IDS`` index probes.
+    """
     if request.method != "POST" or request.match_info.route.resource is None:
         return None
     if request.match_info.route.resource.canonical != REVS_DIFF_ROUTE:
         return None
+    if is_sqlite(request.app[ENGINE]):  # no round trip to save
+        return None
     size = request.content_length
     if size is None or size > min(PREFETCH_BODY_LIMIT, request.client_max_size):
         return None  # chunked, or too large to read here (the handler answers 413)
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return None
     if request.content_type not in ("application/json", "text/plain", ""):
         return None
     try:
         body = orjson.loads(await request.read())  # aiohttp keeps it for the handler
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, web.HTTPException):
         return None
-    return list(body) if type(body) is dict and body else None
+    if type(body) is not dict or not 0 < len(body) <= PREFETCH_MAX_IDS:
+        return None
+    return list(body)
 
 
 async def _load_user(request: web.Request, name: str, jti: str | None = None) -> User | None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.keys import SETTINGS
 from replication import BadRequest, TooLarge
@@ -95,6 +96,9 @@ async def read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise TooLarge() from exc
+    except RequestPayloadError as exc:  # a body that is not what its headers say (bad gzip)
+        why = getattr(exc.__cause__, "message", None) or str(exc)
+        raise BadRequest(f"The request body cannot be read: {why}") from exc
 
 
 async def read_json(

@@ -460,14 +460,10 @@ def test_the_formatters_carry_extra_fields_and_the_request_id() -> None:
     assert "ValueError: bad" in orjson.loads(JsonFormatter().format(record))["exc"]
 
 
-def test_generated_request_ids_are_distinct_within_and_across_processes() -> None:
-    import subprocess
-    import sys
-
+def test_generated_request_ids_are_random_and_tell_nothing_about_the_instance() -> None:
     from gateway.logging_mw import new_request_id
 
     ids = [new_request_id() for _ in range(1000)]
-    assert len(set(ids)) == 1000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
-    code = "from gateway.logging_mw import new_request_id as n; print(n())"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert other.stdout.strip()[:16] != ids[0][:16]  # another instance: another random prefix
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    # no shared prefix, no counter: nothing to tell instances apart or to count requests by
+    assert len({i[:16] for i in ids}) == len({i[16:] for i in ids}) == 1000

@@ -7,12 +7,14 @@ Fixture tree of document ``a``:
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 
+from gateway import auth as auth_module
 from gateway.handlers import bulk
 from tests.helpers import Couch, basic
 
@@ -141,10 +143,58 @@ async def test_a_body_that_is_not_read_ahead_is_answered_the_same(alice, client,
 
 async def test_a_stranger_gets_401_whatever_the_revs_diff_body(client, alice, db):
     await seed(alice, db)
-    for body in (b"{not json", b'{"a": ["3-c"]}', b'["a"]'):
-        headers = {"Content-Type": "application/json", "Authorization": basic("alice", "wrong")}
-        async with client.post(f"/{db}/_revs_diff", data=body, headers=headers) as resp:
-            assert resp.status == 401, body
-            assert (await resp.json())["error"] == "unauthorized"
-        async with client.post(f"/{db}/_revs_diff", data=body) as resp:  # no credentials
-            assert resp.status == 401, body
+    big = b'{"a": ["' + b"x" * (66 * 1024 * 1024) + b'"]}'  # unpacks beyond the 64 MiB limit
+    bodies = {
+        "not json": (b"{not json", {}),
+        "a diff": (b'{"a": ["3-c"]}', {}),
+        "an array": (b'["a"]', {}),
+        "gzip beyond the request limit": (gzip.compress(big, 9), {"Content-Encoding": "gzip"}),
+    }
+    for label, (body, extra) in bodies.items():
+        for auth in (basic("alice", "wrong"), basic("nobody", "x")):
+            headers = {"Content-Type": "application/json", "Authorization": auth, **extra}
+            async with client.post(f"/{db}/_revs_diff", data=body, headers=headers) as resp:
+                assert resp.status == 401, label
+                assert (await resp.json())["error"] == "unauthorized", label
+        async with client.post(f"/{db}/_revs_diff", data=body, headers=extra) as resp:
+            assert resp.status == 401, label  # no credentials at all
+
+
+async def test_a_body_that_is_not_what_its_encoding_says_is_400_not_500(client, alice, db):
+    headers = alice.headers({"Content-Encoding": "gzip"})
+    async with client.post(f"/{db}/_revs_diff", data=b'{"a": ["1-a"]}', headers=headers) as resp:
+        assert resp.status == 400
+        err = await resp.json()
+        assert err["error"] == "bad_request" and "gzip" in err["reason"]
+
+
+async def test_a_compressed_revs_diff_is_answered_after_authentication(client, alice, db):
+    await seed_two(alice, db)
+    body = gzip.compress(orjson.dumps({"a": ["3-c", "4-d"], "b": ["2-y", "3-z"], "ghost": ["1-x"]}))
+    headers = alice.headers({"Content-Encoding": "gzip"})
+    async with client.post(f"/{db}/_revs_diff", data=body, headers=headers) as resp:
+        assert resp.status == 200
+        assert await resp.json() == TWO_DIFF
+
+
+@pytest.mark.postgres_only
+async def test_a_stranger_cannot_make_the_caller_lookup_probe_many_documents(
+    client, alice, db, monkeypatch
+):
+    from schema import users
+
+    asked: list[int] = []
+    real = users.find_caller
+
+    async def spy(*args: Any, doc_ids: list[str] | None = None, **kwargs: Any) -> Any:
+        asked.append(len(doc_ids or ()))
+        return await real(*args, doc_ids=doc_ids, **kwargs)
+
+    monkeypatch.setattr(auth_module, "find_caller", spy)
+    many = orjson.dumps({f"d{i:05d}": ["1-a"] for i in range(auth_module.PREFETCH_MAX_IDS + 1)})
+    headers = {"Content-Type": "application/json", "Authorization": basic("alice", "wrong")}
+    async with client.post(f"/{db}/_revs_diff", data=many, headers=headers) as resp:
+        assert resp.status == 401
+    async with client.post(f"/{db}/_revs_diff", data=b'{"a": ["1-a"]}', headers=headers) as resp:
+        assert resp.status == 401
+    assert asked == [0, 1]  # too many ids: none looked up ahead; a replicator's batch: all
