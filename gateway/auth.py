@@ -33,13 +33,13 @@ from functools import cache
 from typing import Any
 
 import jwt
-import orjson
 from aiohttp import web
 
+from gateway.jsonio import read_ahead
 from gateway.keys import ENGINE, PASSWORD_CACHE, RATE_LIMITER, SETTINGS
 from gateway.ratelimit import Rule, client_address, key_part
 from gateway.tokens import AccessClaims, read_access_token
-from replication import TooManyRequests, Unauthorized
+from replication import BadRequest, TooManyRequests, Unauthorized
 from schema.databases import DB_NAME_RE
 from schema.engine import is_sqlite, raw_read
 from schema.users import User, find_caller, hash_password, verify_password
@@ -321,8 +321,8 @@ async def _revs_diff_ids(request: web.Request) -> list[str] | None:
     if request.content_type not in ("application/json", "text/plain", ""):
         return None
     try:
-        body = orjson.loads(await request.read())  # aiohttp keeps it for the handler
-    except (orjson.JSONDecodeError, web.HTTPException):
+        body = read_ahead(request, await request.read())  # kept for the handler
+    except (BadRequest, web.HTTPException):
         return None
     if type(body) is not dict or not 0 < len(body) <= PREFETCH_MAX_IDS:
         return None

@@ -30,6 +30,26 @@ def raw_json_response(
     return web.Response(body=body, status=status, content_type=JSON, headers=headers)
 
 
+PARSED_KEY = "gateway_parsed_body"  # (raw, value): a body parsed before the handler ran
+
+
+def read_ahead(request: web.Request, raw: bytes) -> Any:
+    """Parse ``raw`` before the handler runs and keep the value for its ``read_json``, which
+    then does not parse the same bytes again (``gateway.auth`` reads a ``_revs_diff`` ahead)."""
+    value = loads(raw)
+    request[PARSED_KEY] = (raw, value)
+    return value
+
+
+def parsed_body(request: web.Request, raw: bytes) -> Any:
+    """``raw`` parsed: the value ``read_ahead`` kept for these very bytes (aiohttp hands out
+    the same bytes object on every read), handed over once, else a fresh parse."""
+    found = request.pop(PARSED_KEY, None)
+    if found is not None and found[0] is raw:
+        return found[1]
+    return loads(raw)
+
+
 def loads(raw: bytes | str) -> Any:
     """Parse JSON, turning every failure into ``BadRequest``."""
     try:
@@ -117,7 +137,7 @@ async def read_json(
     raw = await read_body(request)
     if not raw:
         raise BadRequest("Request body is empty")
-    data = loads(raw)
+    data = parsed_body(request, raw)
     if envelope is not None:
         check_depth(raw, data, depth_limit(request) + envelope)
     return data

@@ -198,3 +198,20 @@ async def test_a_stranger_cannot_make_the_caller_lookup_probe_many_documents(
     async with client.post(f"/{db}/_revs_diff", data=b'{"a": ["1-a"]}', headers=headers) as resp:
         assert resp.status == 401
     assert asked == [0, 1]  # too many ids: none looked up ahead; a replicator's batch: all
+
+
+async def test_a_revs_diff_body_is_parsed_once(alice, db, monkeypatch):
+    await seed_two(alice, db)
+    body = {"a": ["3-c", "4-d"], "b": ["2-y", "3-z"], "ghost": ["1-x"]}
+    raw = orjson.dumps(body)
+    parses: list[bytes] = []
+    real = orjson.loads
+
+    def counted(data: Any) -> Any:
+        if data == raw:
+            parses.append(data)
+        return real(data)
+
+    monkeypatch.setattr(orjson, "loads", counted)
+    assert await revs_diff(alice, db, body) == TWO_DIFF
+    assert len(parses) == 1  # read ahead with the caller (PostgreSQL) or by the handler
