@@ -66,14 +66,18 @@ _UPDATE_DOCS = (
 )
 
 
+# What a document's stored state is read from, in the order ``states_from_rows`` takes it.
+STATE_COLUMNS = (
+    documents.c.doc_id,
+    documents.c.rev_tree,
+    documents.c.deleted,
+    documents.c.owner_id,
+    documents.c.seq,
+)
+
+
 def _tree_select() -> Select[Any]:
-    return select(
-        documents.c.doc_id,
-        documents.c.rev_tree,
-        documents.c.deleted,
-        documents.c.owner_id,
-        documents.c.seq,
-    )
+    return select(*STATE_COLUMNS)
 
 
 def _stub_select() -> Select[Any]:

@@ -30,6 +30,7 @@ from sqlalchemy.types import NullType
 from replication import BadRequest, Conflict, NotFound
 from schema import rawpg
 from schema.databases import DATABASE_COLUMNS, Database
+from schema.documents import STATE_COLUMNS
 from schema.engine import is_sqlite
 from schema.keys import probe_ids, storable
 from schema.rawpg import Runner
@@ -148,7 +149,7 @@ class Caller:
     db: Database | None = None
     local: tuple[int, bytes] | None = None  # (rev, body) of the requested _local doc
     revoked: bool = False  # the access token's jti was revoked by a logout
-    # (doc_id, rev_tree, deleted, owner_id, seq) of the asked-for documents that exist
+    # the asked-for documents that exist, as ``schema.documents.STATE_COLUMNS`` rows
     docs: list[tuple[str, bytes, bool, int | None, int]] | None = None
 
 
@@ -176,7 +177,7 @@ def _caller_statement(
             cols += [local_docs.c.rev, local_docs.c.body]
         if with_docs:  # a _revs_diff (PostgreSQL): the documents' trees in the same trip
             ids = bindparam("doc_ids", type_=ARRAY(Text))
-            keys, rows = probe_ids(select(*_DOC_COLUMNS), documents, db.c.id, ids)
+            keys, rows = probe_ids(select(*STATE_COLUMNS), documents, db.c.id, ids)
             found = (
                 select(*(_aggregate(c) for c in rows.c))
                 .select_from(keys)
@@ -191,15 +192,6 @@ def _caller_statement(
         )
         cols.append(revoked_tokens.c.jti)
     return select(*cols).select_from(joined).where(users.c.name == bindparam("name", type_=String))
-
-
-_DOC_COLUMNS = (
-    documents.c.doc_id,
-    documents.c.rev_tree,
-    documents.c.deleted,
-    documents.c.owner_id,
-    documents.c.seq,
-)
 
 
 def _aggregate(column: Any) -> Any:
@@ -245,7 +237,7 @@ async def find_caller(
             local = (rest[0], rest[1]) if rest[0] is not None else None
             rest = rest[2:]
         if with_docs:
-            columns, rest = rest[: len(_DOC_COLUMNS)], rest[len(_DOC_COLUMNS) :]
+            columns, rest = rest[: len(STATE_COLUMNS)], rest[len(STATE_COLUMNS) :]
             docs = list(zip(*columns, strict=True)) if columns[0] is not None else []
     revoked = jti is not None and rest[0] is not None
     return Caller(user, db, local, revoked, docs if with_docs else None)
