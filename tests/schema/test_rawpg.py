@@ -40,7 +40,7 @@ from schema.reads import (
 )
 from schema.tables import documents, revisions, users
 from schema.users import _caller_statement
-from schema.write_pg import _WRITE
+from schema.write_pg import _WRITE, _WRITE_NEW
 
 pytestmark = pytest.mark.postgres_only
 
@@ -166,6 +166,7 @@ async def test_a_statement_that_needs_sqlalchemy_is_refused_on_a_lean_connection
 # _changes, _bulk_get): each must be runnable by the driver alone, or those requests would fail.
 LEAN_STATEMENTS = {
     "optimistic write": lambda: _WRITE,
+    "optimistic write of new documents": lambda: _WRITE_NEW,
     **{
         f"caller db={d} local={lo} jti={j} docs={x}": (
             lambda d=d, lo=lo, j=j, x=x: _caller_statement(d, lo, j, x)

@@ -186,3 +186,54 @@ async def test_first_revisions_of_documents_that_exist_are_read_and_planned_agai
         revs = await get_revisions(conn, db.id, [("taken", "1-z"), ("other", "1-o")])
     assert unchanged.update_seq == 3 and set(rows) == {"taken"} and revs == {}
     assert rows["taken"].winning_rev == "1-t"
+
+
+async def test_a_batch_guessed_new_is_written_with_plain_inserts(engine: AsyncEngine) -> None:
+    db = await _db(engine)
+    seed = [DocEdit("taken", path=("1-t",), body={"v": 0})]
+    assert await update_docs_optimistic(engine, db, seed, new_edits=False, user_id=1)
+    clash = [DocEdit("free", path=("1-f",)), DocEdit("taken", path=("1-z",), body={"v": 2})]
+    async with single_statement(engine) as conn:
+        guessed = await prepare_batch(
+            conn, db, clash, new_edits=False, user_id=1, owner_scope=None, assume_new=True
+        )
+    states = {}
+    for all_new in (True, False):
+        async with single_statement(engine) as conn:
+            with pytest.raises(DBAPIError) as raised:
+                await write_batch(conn, db, guessed, all_new=all_new)
+        states[all_new] = raised.value.orig.__cause__.sqlstate  # type: ignore[union-attr]
+    # no speculative insertion for a guess: the existing row is a unique violation, where the
+    # general statement's ON CONFLICT DO NOTHING skips it and counts a lost race
+    assert states == {True: "23505", False: "40001"}
+    async with read_transaction(engine) as conn:
+        after = await get_database(conn, "w")
+        rows = await get_doc_rows(conn, db.id, ["free", "taken"])
+        revs = await get_revisions(conn, db.id, [("taken", "1-z"), ("free", "1-f")])
+    assert after.update_seq == 1 and set(rows) == {"taken"} and revs == {}
+
+
+async def test_devices_creating_the_same_documents_at_once_lose_nothing(
+    engine: AsyncEngine,
+) -> None:
+    db = await _db(engine)
+    ids = [f"twin{i}" for i in range(20)]
+    mine = [DocEdit(d, path=("1-mine",), body={"by": "me"}) for d in ids]
+    theirs = [DocEdit(d, path=("1-theirs",), body={"by": "them"}) for d in ids]
+    outcomes = await asyncio.gather(
+        update_docs_optimistic(engine, db, mine, new_edits=False, user_id=1),
+        update_docs_optimistic(engine, db, theirs, new_edits=False, user_id=1),
+    )
+    # one batch is written as guessed; the other finds every document taken (a unique
+    # violation, read and planned again) and, as each now has two branches, is left to the
+    # locking path, which records the conflicts
+    assert sorted(o is None for o in outcomes) == [False, True]
+    late = theirs if outcomes[1] is None else mine
+    async with write_transaction(engine) as conn:
+        _, results = await update_docs(conn, "w", late, new_edits=False, user_id=1)
+    assert all(r.error is None for r in results)
+    async with read_transaction(engine) as conn:
+        after = await get_database(conn, "w")
+        rows = await get_doc_rows(conn, db.id, ids)
+    assert after.doc_count == 20 and after.update_seq == 40
+    assert all(r.leaves == [["1-theirs", False], ["1-mine", False]] for r in rows.values())
