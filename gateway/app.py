@@ -8,11 +8,20 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from gateway.auth import PasswordCache, auth_middleware
+from gateway.callers import RememberedCallers
 from gateway.cors import cors_middleware
 from gateway.csrf import csrf_middleware
 from gateway.errors import error_middleware, mark_stream_started
 from gateway.idempotency import idempotency_middleware, stop_background
-from gateway.keys import ENGINE, NOTIFIER, PASSWORD_CACHE, RATE_LIMITER, REDIS, SETTINGS
+from gateway.keys import (
+    ENGINE,
+    NOTIFIER,
+    PASSWORD_CACHE,
+    RATE_LIMITER,
+    REDIS,
+    REMEMBERED_CALLERS,
+    SETTINGS,
+)
 from gateway.logging_mw import request_middleware, setup_observability
 from gateway.migrate import upgrade
 from gateway.notifier import FeedNotifier
@@ -53,6 +62,7 @@ def create_app(settings: Settings, *, migrate: bool | None = None) -> web.Applic
     setup_observability(app)
     app.on_response_prepare.append(mark_stream_started)  # see error_middleware
     app[PASSWORD_CACHE] = PasswordCache()
+    app[REMEMBERED_CALLERS] = RememberedCallers()
     app[NOTIFIER] = FeedNotifier(settings.redis_url, settings.feed_poll_seconds)
     app[READY] = set()
     app[REDIS] = redis_client(settings.redis_url)

@@ -3,7 +3,10 @@
 Every route but a few public ones needs a valid, enabled user.  The user row is read on
 every request (so disabling a user takes effect at once); only the expensive password check
 is cached, keyed by a digest of (user id, stored hash, password) so a password change
-invalidates it.
+invalidates it.  The two writes of a replication batch on PostgreSQL read it in their own
+write statement instead (``gateway.callers``, ``schema.callers``): ``auth_middleware``
+serves such a request again after a full authentication unless that statement confirmed
+the caller.
 
 Failed logins are rate-limited (``check_password``, used by Basic, ``POST /_session`` and
 ``POST /api/v1/auth/login``): per name given (lower-cased, known or not) and per client
@@ -35,11 +38,13 @@ from typing import Any
 import jwt
 from aiohttp import web
 
+from gateway.callers import is_remembered_route, may_remember, was_confirmed
 from gateway.jsonio import read_ahead
-from gateway.keys import ENGINE, PASSWORD_CACHE, RATE_LIMITER, SETTINGS
+from gateway.keys import ENGINE, PASSWORD_CACHE, RATE_LIMITER, REMEMBERED_CALLERS, SETTINGS
 from gateway.ratelimit import Rule, client_address, key_part
 from gateway.tokens import AccessClaims, read_access_token
-from replication import BadRequest, TooManyRequests, Unauthorized
+from replication import BadRequest, GatewayError, TooManyRequests, Unauthorized
+from schema.callers import CallerCheck, RecheckCaller
 from schema.databases import DB_NAME_RE
 from schema.engine import is_sqlite, raw_read
 from schema.users import User, find_caller, hash_password, verify_password
@@ -88,6 +93,8 @@ class RequestContext:
     user: User
     method: str  # "basic" | "cookie" | "bearer"
     token: AccessClaims | None = None  # the access token's claims, for "bearer"
+    # a remembered caller (gateway.callers), not looked up: the request's write confirms it
+    check: CallerCheck | None = None
 
 
 class PasswordCache:
@@ -263,13 +270,20 @@ def clear_session_cookie(request: web.Request, resp: web.StreamResponse) -> None
     resp.del_cookie(SESSION_COOKIE, **_cookie_attributes(request))
 
 
-async def authenticate(request: web.Request) -> RequestContext | None:
-    """Return the caller of ``request``, None if anonymous; raise on bad credentials."""
+async def authenticate(request: web.Request, *, remembered: bool = True) -> RequestContext | None:
+    """Return the caller of ``request``, None if anonymous; raise on bad credentials.
+
+    ``remembered``: a write that can confirm its caller itself may be served with the rows
+    of a recent full authentication (``gateway.callers``) instead of a lookup.
+    """
     header = request.headers.get("Authorization", "")
     settings = request.app[SETTINGS]
     if header[:6].lower() == "basic ":
         name, password = parse_basic(header)
+        if remembered and (ctx := _remembered(request, header)) is not None:
+            return ctx
         user = await check_password(request, name, await _load_user(request, name), password)
+        _remember(request, header, user)
         return RequestContext(user, "basic")
     if header[:7].lower() == "bearer ":
         claims = read_access_token(settings.secret_key, header[7:].strip())
@@ -287,6 +301,27 @@ async def authenticate(request: web.Request) -> RequestContext | None:
             raise Unauthorized("Invalid session.")
         return RequestContext(user, "cookie")
     return None
+
+
+def _remembered(request: web.Request, header: str) -> RequestContext | None:
+    """The caller of a ``_bulk_docs`` or checkpoint write as a recent full authentication of
+    the same credentials for the same database found it (PostgreSQL), else None."""
+    db_name = request.match_info.get("db")
+    if db_name is None or not is_remembered_route(request) or is_sqlite(request.app[ENGINE]):
+        return None
+    check = request.app[REMEMBERED_CALLERS].get(header, db_name)
+    if check is None:
+        return None
+    request[DB_KEY] = (db_name, check.db)
+    return RequestContext(check.user, "basic", check=check)
+
+
+def _remember(request: web.Request, header: str, user: User) -> None:
+    """After a full Basic authentication with the URL's database, remember both rows."""
+    found = request.get(DB_KEY)
+    if found is None or not may_remember(found[1]) or is_sqlite(request.app[ENGINE]):
+        return
+    request.app[REMEMBERED_CALLERS].put(header, user, found[1])
 
 
 def _local_read(request: web.Request) -> str | None:
@@ -407,4 +442,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise Unauthorized("You are not authorized to access this db.")
     if ctx is not None:
         request[CTX_KEY] = ctx
+    if ctx is None or ctx.check is None:
+        return await handler(request)
+    try:
+        return await handler(request)
+    except (RecheckCaller, GatewayError):
+        # The remembered caller was not confirmed by a write: its rows changed, the request
+        # took a path that does not confirm them, or the handler refused it.  Nothing was
+        # written; it is served again below, after a full authentication, so that a caller
+        # who may no longer ask gets the 401 and never the handler's answer.
+        if was_confirmed(request):
+            raise
+    header = request.headers.get("Authorization", "")
+    request.app[REMEMBERED_CALLERS].forget(header, ctx.check.db.name)
+    confirmed = await authenticate(request, remembered=False)
+    if confirmed is None:  # cannot be: the request carries Basic credentials
+        raise Unauthorized("You are not authorized to access this db.")
+    request[CTX_KEY] = confirmed
     return await handler(request)

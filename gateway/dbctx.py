@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.access import owner_scope, require_write
 from gateway.auth import DB_KEY, context
+from gateway.callers import confirmed
 from gateway.keys import ENGINE, NOTIFIER
 from gateway.metrics import (
     count_docs_written,
@@ -17,6 +18,7 @@ from gateway.metrics import (
 from gateway.stats import count_in
 from replication import DocEdit, NotFound
 from schema.batch import WriteResult
+from schema.callers import CallerCheck, RecheckCaller
 from schema.conflicts import ConflictTally
 from schema.databases import Database, get_database, validate_db_name
 from schema.documents import update_docs
@@ -33,6 +35,8 @@ class DbAccess:
     db: Database
     user: User
     owner: int | None  # restrict every query to this owner (None: all documents)
+    # a remembered caller (gateway.callers) that this request's write must confirm
+    check: CallerCheck | None = None
 
 
 def db_name(request: web.Request) -> str:
@@ -42,7 +46,8 @@ def db_name(request: web.Request) -> str:
 
 async def open_db(request: web.Request) -> DbAccess:
     """Look up the URL's database for the authenticated caller (404 if it does not exist)."""
-    user = context(request).user
+    ctx = context(request)
+    user = ctx.user
     name = db_name(request)
     found = request.get(DB_KEY)
     if found is not None and found[0] == name:
@@ -52,7 +57,7 @@ async def open_db(request: web.Request) -> DbAccess:
     else:
         async with read_transaction(request.app[ENGINE]) as conn:
             db = await get_database(conn, name)
-    return DbAccess(db, user, owner_scope(user, db))
+    return DbAccess(db, user, owner_scope(user, db), ctx.check)
 
 
 def device_of(request: web.Request) -> str | None:
@@ -68,9 +73,12 @@ async def write_edits(
 ) -> list[WriteResult]:
     """Apply edits in one transaction, then wake the database's feed listeners."""
     require_write(access.user, access.db)
+    engine = request.app[ENGINE]
+    optimistic = not is_sqlite(engine) and not has_rules(access.db)
+    if access.check is not None and not (edits and optimistic):
+        raise RecheckCaller()  # only the one-statement write confirms a remembered caller
     if not edits:
         return []
-    engine = request.app[ENGINE]
     options = {
         "new_edits": new_edits,
         "user_id": access.user.id,
@@ -80,9 +88,15 @@ async def write_edits(
     results = None
     # PostgreSQL: two round trips; the locking path if it keeps losing races, when the batch
     # touches a conflict, and for databases with rules (they read and write more rows)
-    if not is_sqlite(engine) and not has_rules(access.db):
-        results = await update_docs_optimistic(engine, access.db, edits, **options)
+    if optimistic:
+        results = await update_docs_optimistic(
+            engine, access.db, edits, check=access.check, **options
+        )
+        if results is not None and access.check is not None:
+            confirmed(request)
     if results is None:
+        if access.check is not None:  # the locking path does not confirm it
+            raise RecheckCaller()
         tally = ConflictTally()  # only this path opens and closes ConflictRecords
         async with write_transaction(engine) as conn:
             _, results = await update_docs(

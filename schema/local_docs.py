@@ -19,6 +19,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    literal,
     select,
     update,
 )
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replication import BadRequest, Conflict, NotFound, checkpoint_seq
 from schema import rawpg
+from schema.callers import CallerCheck, RecheckCaller, caller_clause
 from schema.engine import is_sqlite
 from schema.rawpg import Runner
 from schema.tables import local_docs
@@ -70,8 +72,9 @@ async def get_local(conn: AsyncConnection, db_id: int, user_id: int, doc_id: str
 
 
 @cache
-def _put_statement(sqlite: bool, *, create: bool) -> Any:
-    """Create at rev 1 (if absent), or move from rev ``sent`` to ``sent + 1``."""
+def _put_statement(sqlite: bool, *, create: bool, checked: bool = False) -> Any:
+    """Create at rev 1 (if absent), or move from rev ``sent`` to ``sent + 1`` (with
+    ``checked``, only if the remembered caller still holds: ``schema.callers``)."""
     values = {
         "body": bindparam("p_body", type_=LargeBinary),
         "checkpoint_seq": bindparam("p_checkpoint_seq", type_=BigInteger),
@@ -84,20 +87,22 @@ def _put_statement(sqlite: bool, *, create: bool) -> Any:
     }
     if create:
         insert = sqlite_insert if sqlite else pg_insert
-        return (
-            insert(local_docs)
-            .values(rev=1, **key, **values)
-            .on_conflict_do_nothing()
-            .returning(local_docs.c.rev)
-        )
+        if checked:
+            row = {"rev": literal(1, Integer), **key, **values}
+            source = select(*(value.label(name) for name, value in row.items()))
+            stmt = insert(local_docs).from_select(list(row), source.where(caller_clause()))
+        else:
+            stmt = insert(local_docs).values(rev=1, **key, **values)
+        return stmt.on_conflict_do_nothing().returning(local_docs.c.rev)
     sent = bindparam("p_sent", type_=Integer)
-    return (
+    stmt = (
         update(local_docs)
         .where(*(local_docs.c[name] == value for name, value in key.items()))
         .where(local_docs.c.rev == sent)
-        .values(rev=sent + 1, **values)
-        .returning(local_docs.c.rev)
     )
+    if checked:
+        stmt = stmt.where(caller_clause())
+    return stmt.values(rev=sent + 1, **values).returning(local_docs.c.rev)
 
 
 async def put_local(
@@ -107,10 +112,17 @@ async def put_local(
     doc_id: str,
     rev: object,
     body: dict[str, Any],
+    *,
+    check: CallerCheck | None = None,
 ) -> str:
-    """Create or update a local document in one statement; ``Conflict`` on a stale ``rev``."""
+    """Create or update a local document in one statement; ``Conflict`` on a stale ``rev``.
+
+    ``check``: a remembered caller, confirmed by the statement itself; ``RecheckCaller`` (and
+    nothing written) when no row was written, whatever the reason (the full authentication
+    that follows then tells a changed caller from a stale ``rev``).
+    """
     sent = _parse_local_rev(rev) if rev is not None else 0
-    stmt = _put_statement(is_sqlite(conn), create=sent == 0)
+    stmt = _put_statement(is_sqlite(conn), create=sent == 0, checked=check is not None)
     params = {
         "p_db_id": db_id,
         "p_user_id": user_id,
@@ -119,10 +131,12 @@ async def put_local(
         "p_body": orjson.dumps(body),
         "p_checkpoint_seq": checkpoint_seq(body),
     }
+    if check is not None:
+        params.update(check.params())
     found = await rawpg.rows(conn, stmt, params)
     new_rev = found[0][0] if found else None
     if new_rev is None:
-        raise Conflict()
+        raise RecheckCaller() if check is not None else Conflict()
     return f"0-{new_rev}"
 
 

@@ -30,6 +30,7 @@ planned again, and written by ``_WRITE``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, bindparam, text
@@ -40,6 +41,7 @@ from sqlalchemy.sql.sqltypes import NullType
 from replication import DocEdit, NotFound
 from schema import rawpg
 from schema.batch import Batch, WriteResult
+from schema.callers import CALLER_PARAMS, CALLER_SQL, CallerCheck, RecheckCaller
 from schema.databases import Database
 from schema.documents import prepare_batch
 from schema.engine import raw_statement
@@ -57,7 +59,7 @@ WITH adv AS (
         doc_count = doc_count + :doc_delta,
         doc_del_count = doc_del_count + :del_delta,
         change_seq = nextval('gateway_change_seq')
-    WHERE id = :db
+    WHERE id = :db {caller}
     RETURNING update_seq - :n AS base
 ),
 k AS (
@@ -120,12 +122,17 @@ END
 """
 
 
-def _statement(*, on_conflict: bool) -> Any:
+@cache
+def _statement(*, on_conflict: bool, checked: bool) -> Any:
+    """The write; ``checked``: only if the remembered caller still holds (``schema.callers``:
+    otherwise ``adv`` finds no row, and nothing is written)."""
     sql = _SQL.format(
+        caller=f"AND {CALLER_SQL}" if checked else "",
         on_conflict_documents="ON CONFLICT (db_id, doc_id) DO NOTHING" if on_conflict else "",
         on_conflict_revisions="ON CONFLICT DO NOTHING" if on_conflict else "",
     )
     return text(sql).bindparams(
+        *(CALLER_PARAMS if checked else ()),
         bindparam("n", type_=BigInteger),
         bindparam("doc_delta", type_=BigInteger),
         bindparam("del_delta", type_=BigInteger),
@@ -158,8 +165,8 @@ def _statement(*, on_conflict: bool) -> Any:
     )
 
 
-_WRITE = _statement(on_conflict=True)
-_WRITE_NEW = _statement(on_conflict=False)  # documents the batch may create, all new
+_WRITE = _statement(on_conflict=True, checked=False)
+_WRITE_NEW = _statement(on_conflict=False, checked=False)  # documents the batch may create, all new
 
 
 def _params(db: Database, batch: Batch) -> dict[str, Any]:
@@ -208,16 +215,27 @@ def _unless_all_null(values: list[Any]) -> list[Any]:
     return [] if values.count(None) == len(values) else values
 
 
-async def write_batch(conn: Runner, db: Database, batch: Batch, *, all_new: bool = False) -> bool:
-    """Write ``batch`` atomically in autocommit; False if the database no longer exists.
+async def write_batch(
+    conn: Runner,
+    db: Database,
+    batch: Batch,
+    *,
+    all_new: bool = False,
+    check: CallerCheck | None = None,
+) -> bool:
+    """Write ``batch`` atomically in autocommit; False if the database no longer exists
+    (or, with ``check``, if the remembered caller no longer holds: nothing is written).
 
     Raises the driver's serialization error (SQLSTATE 40001) when a concurrent write
     changed one of the documents since they were read.  ``all_new``: the batch was planned
     as if none of its documents existed (``prepare_batch(assume_new=True)``); it is written
     with plain inserts, and one that exists raises a unique violation (SQLSTATE 23505).
     """
-    stmt = _WRITE_NEW if all_new else _WRITE
-    (row,) = await rawpg.rows(conn, stmt, _params(db, batch))
+    stmt = _statement(on_conflict=not all_new, checked=check is not None)
+    params = _params(db, batch)
+    if check is not None:
+        params.update(check.params())
+    (row,) = await rawpg.rows(conn, stmt, params)
     return row[0] != -1
 
 
@@ -235,9 +253,14 @@ async def update_docs_optimistic(
     user_id: int | None,
     owner_scope: int | None = None,
     role: str | None = None,
+    check: CallerCheck | None = None,
 ) -> list[WriteResult] | None:
     """Read, plan and write a batch in two round trips; None after ``ATTEMPTS`` lost races,
     or when the batch opens, moves or closes a ConflictRecord (the locking path does that).
+
+    ``check``: a remembered caller (``schema.callers``), confirmed by the write statement
+    itself; ``RecheckCaller`` when it no longer holds, or when the batch writes nothing (no
+    statement would confirm it), and in either case nothing was written.
 
     A replicated batch of first revisions (``1-...``, nothing older, no attachment stubs) is
     almost always a batch of new documents: the replicator sends only what ``_revs_diff``
@@ -263,17 +286,21 @@ async def update_docs_optimistic(
                 assume_new=guessing,
             )
             if not batch.documents:
+                if check is not None:  # no statement confirms the remembered caller
+                    raise RecheckCaller()
                 return batch.results
             if batch.touched:  # conflicts to record: the locking path does that
                 return None
             try:
-                written = await write_batch(conn, db, batch, all_new=guessing)
+                written = await write_batch(conn, db, batch, all_new=guessing, check=check)
             except DBAPIError as exc:
                 state = _sqlstate(exc)
                 if state in RETRYABLE or (guessing and state == UNIQUE_VIOLATION):
                     continue
                 raise
             if not written:
+                if check is not None:  # the caller's or the database's rows changed
+                    raise RecheckCaller()
                 raise NotFound("Database does not exist.")
             return batch.results
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.auth import LOCAL_KEY
+from gateway.callers import confirmed
 from gateway.dbctx import open_db
 from gateway.docjson import splice
 from gateway.jsonio import depth_limit, json_response, raw_json_response, read_json_object
@@ -51,7 +52,11 @@ async def put_local_doc(request: web.Request) -> web.Response:
     if encoded_size(content, depth_limit(request)) > MAX_LOCAL_BYTES:
         raise DocumentTooLarge("Local documents are limited to 1 MiB")
     async with raw_statement(request.app[ENGINE]) as conn:
-        new_rev = await put_local(conn, access.db.id, access.user.id, doc_id, rev, content)
+        new_rev = await put_local(
+            conn, access.db.id, access.user.id, doc_id, rev, content, check=access.check
+        )
+    if access.check is not None:
+        confirmed(request)
     return json_response({"ok": True, "id": doc_id, "rev": new_rev}, status=201)
 
 

@@ -40,7 +40,7 @@ from schema.reads import (
 )
 from schema.tables import documents, revisions, users
 from schema.users import _caller_statement
-from schema.write_pg import _WRITE, _WRITE_NEW
+from schema.write_pg import _WRITE, _WRITE_NEW, _statement
 
 pytestmark = pytest.mark.postgres_only
 
@@ -168,6 +168,12 @@ LEAN_STATEMENTS = {
     "optimistic write": lambda: _WRITE,
     "optimistic write of new documents": lambda: _WRITE_NEW,
     **{
+        f"optimistic write new={n} remembered caller": (
+            lambda n=n: _statement(on_conflict=not n, checked=True)
+        )
+        for n in (False, True)
+    },
+    **{
         f"caller db={d} local={lo} jti={j} docs={x}": (
             lambda d=d, lo=lo, j=j, x=x: _caller_statement(d, lo, j, x)
         )
@@ -177,8 +183,12 @@ LEAN_STATEMENTS = {
     "document trees by id": lambda: keys_statement(_tree_select, documents, False, "ids"),
     "attachment stubs by rev": lambda: keys_statement(_stub_select, revisions, False, "revs"),
     "revisions by rev (rules)": lambda: keys_statement(_revision_select, revisions, False, "revs"),
-    "create a _local doc": lambda: _put_statement(False, create=True),
-    "update a _local doc": lambda: _put_statement(False, create=False),
+    **{
+        f"{'create' if c else 'update'} a _local doc, remembered={k}": (
+            lambda c=c, k=k: _put_statement(False, create=c, checked=k)
+        )
+        for c, k in itertools.product((True, False), repeat=2)
+    },
     **{
         f"changes desc={d} bodies={b} owned={o} ids={i}": (
             lambda d=d, b=b, o=o, i=i: _changes_statement(False, d, b, o, i)
