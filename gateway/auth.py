@@ -4,9 +4,9 @@ Every route but a few public ones needs a valid, enabled user.  The user row is 
 every request (so disabling a user takes effect at once); only the expensive password check
 is cached, keyed by a digest of (user id, stored hash, password) so a password change
 invalidates it.  The two writes of a replication batch on PostgreSQL read it in their own
-write statement instead (``gateway.callers``, ``schema.callers``): ``auth_middleware``
-serves such a request again after a full authentication unless that statement confirmed
-the caller.
+write statement instead (``gateway.callers``, ``schema.callers``): when that statement
+did not confirm the caller, ``auth_middleware`` authenticates the request in full, then
+serves it again (the write found the rows changed) or lets its error through.
 
 Failed logins are rate-limited (``check_password``, used by Basic, ``POST /_session`` and
 ``POST /api/v1/auth/login``): per name given (lower-cased, known or not) and per client
@@ -43,7 +43,7 @@ from gateway.jsonio import read_ahead
 from gateway.keys import ENGINE, PASSWORD_CACHE, RATE_LIMITER, REMEMBERED_CALLERS, SETTINGS
 from gateway.ratelimit import Rule, client_address, key_part
 from gateway.tokens import AccessClaims, read_access_token
-from replication import BadRequest, GatewayError, TooManyRequests, Unauthorized
+from replication import BadRequest, TooManyRequests, Unauthorized
 from schema.callers import CallerCheck, RecheckCaller
 from schema.databases import DB_NAME_RE
 from schema.engine import is_sqlite, raw_read
@@ -446,17 +446,27 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     try:
         return await handler(request)
-    except (RecheckCaller, GatewayError):
-        # The remembered caller was not confirmed by a write: its rows changed, the request
-        # took a path that does not confirm them, or the handler refused it.  Nothing was
-        # written; it is served again below, after a full authentication, so that a caller
-        # who may no longer ask gets the 401 and never the handler's answer.
-        if was_confirmed(request):
-            raise
+    except RecheckCaller:
+        # The write did not confirm the remembered caller (its rows changed, or the request
+        # took a path that does not check them) and wrote nothing, after reading the whole
+        # body: serve the request again, after a full authentication.
+        request[CTX_KEY] = await _authenticate_in_full(request, ctx.check)
+        return await handler(request)
+    except Exception:
+        # Refused or failed before any write confirmed the caller: one who may no longer
+        # ask gets the 401 of a full authentication, never the handler's answer.  The
+        # request is not served again (its body may be half read: a body over the size
+        # limit stops where the limit is).
+        if not was_confirmed(request):
+            await _authenticate_in_full(request, ctx.check)
+        raise
+
+
+async def _authenticate_in_full(request: web.Request, check: CallerCheck) -> RequestContext:
+    """Forget the remembered caller and authenticate ``request`` with a lookup."""
     header = request.headers.get("Authorization", "")
-    request.app[REMEMBERED_CALLERS].forget(header, ctx.check.db.name)
-    confirmed = await authenticate(request, remembered=False)
-    if confirmed is None:  # cannot be: the request carries Basic credentials
+    request.app[REMEMBERED_CALLERS].forget(header, check.db.name)
+    ctx = await authenticate(request, remembered=False)
+    if ctx is None:  # cannot be: the request carries Basic credentials
         raise Unauthorized("You are not authorized to access this db.")
-    request[CTX_KEY] = confirmed
-    return await handler(request)
+    return ctx

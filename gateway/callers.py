@@ -8,13 +8,16 @@ digest of (header, database name), for ``TTL_SECONDS``.  A later ``POST /{db}/_b
 or ``PUT /{db}/_local/{id}`` with the same header is then served with those rows and no
 lookup, and its write statement confirms them (``schema.callers.CALLER_SQL``).
 
-Until that statement has run, the caller is unconfirmed: ``gateway.auth`` serves the
-request again after a full authentication when the handler raises ``RecheckCaller`` (the
-rows changed, or the request took a path that cannot confirm them) and when it raises any
-error of its own, so an unconfirmed caller never gets an answer but the confirmed write's.
-Only the digest of the credentials is kept, as by ``gateway.auth.PasswordCache``; a wrong
-password is another header, never a hit.  Not used on SQLite (no round trip to save) nor
-for databases with write rules (their writes read and write more rows).
+Until that statement has run, the caller is unconfirmed: when the handler raises
+``RecheckCaller`` (the rows changed, or the request took a path that cannot confirm them;
+nothing was written) ``gateway.auth`` authenticates the request in full and serves it again;
+when it raises anything else, it authenticates in full (a caller who may no longer ask gets
+the 401) and lets the error through.  So an unconfirmed caller never gets an answer but the
+confirmed write's or a fully authenticated one.  The credentials themselves are not kept,
+only a digest of them as the key (as by ``gateway.auth.PasswordCache``); a wrong password is
+another header, never a hit.  The rows are kept as read (the stored password hash included).
+Not used on SQLite (no round trip to save), for databases with write rules (their writes
+read and write more rows), nor for Bearer tokens and session cookies.
 """
 
 from __future__ import annotations

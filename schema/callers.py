@@ -11,9 +11,13 @@ same: the same user (id, name, password hash, role), not disabled, and the same 
 nothing and the request is served again after a full authentication (``RecheckCaller``),
 which answers 401, 403 or 404 as the rows now say.
 
-So the check and the write are one atomic statement: a user disabled before the write
-started is refused, exactly as with the lookup (which, being a statement of its own, could
-even let a write through that began after the user was disabled).
+So the check and the write are one statement: a write that starts after the user was
+disabled (or the password, the role or the database changed) is refused, as with the lookup.
+A write that started before, and is still waiting for the database row lock when the change
+commits, may complete (the statement reads the user row in its own snapshot; the lookup,
+a statement of its own before the write, had the same window and a wider one); the
+database conditions are checked again on the locked row itself, so a write never lands in a
+database whose settings changed meanwhile.
 """
 
 from __future__ import annotations
@@ -27,29 +31,37 @@ from sqlalchemy.sql.elements import TextClause
 from schema.databases import Database
 from schema.users import User
 
-# True when the remembered rows still hold; every column the request was planned with.
-CALLER_SQL = """EXISTS (
-    SELECT 1 FROM users AS remembered_user, databases AS remembered_db
+# The remembered user row still holds (every column the request was planned with).
+USER_SQL = """EXISTS (
+    SELECT 1 FROM users AS remembered_user
     WHERE remembered_user.id = :c_user AND remembered_user.name = :c_name
       AND remembered_user.role = :c_role AND remembered_user.password_hash = :c_hash
       AND NOT remembered_user.disabled
-      AND remembered_db.id = :c_db AND remembered_db.name = :c_db_name
-      AND remembered_db.access_mode = :c_access_mode
-      AND remembered_db.conflict_policy = :c_conflict_policy
-      AND remembered_db.revs_limit = :c_revs_limit
+)"""
+# The remembered database row still holds: conditions on the columns of a ``databases`` row.
+# A write that updates that row (``schema.write_pg``) puts them on the row it updates, so
+# PostgreSQL checks them again on the row's latest version after waiting for its lock.
+DATABASE_SQL = """name = :c_db_name AND access_mode = :c_access_mode
+      AND conflict_policy = :c_conflict_policy AND revs_limit = :c_revs_limit"""
+# Both, for a statement that does not update the database row (``schema.local_docs``).
+CALLER_SQL = f"""{USER_SQL} AND EXISTS (
+    SELECT 1 FROM databases AS remembered_db WHERE remembered_db.id = :c_db
+      AND {DATABASE_SQL}
 )"""
 
-CALLER_PARAMS = (
+USER_PARAMS = (
     bindparam("c_user", type_=Integer),
     bindparam("c_name", type_=String),
     bindparam("c_role", type_=String),
     bindparam("c_hash", type_=String),
-    bindparam("c_db", type_=Integer),
+)
+DATABASE_PARAMS = (
     bindparam("c_db_name", type_=String),
     bindparam("c_access_mode", type_=String),
     bindparam("c_conflict_policy", type_=String),
     bindparam("c_revs_limit", type_=Integer),
 )
+CALLER_PARAMS = (*USER_PARAMS, bindparam("c_db", type_=Integer), *DATABASE_PARAMS)
 
 
 def caller_clause() -> TextClause:

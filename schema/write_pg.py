@@ -41,7 +41,14 @@ from sqlalchemy.sql.sqltypes import NullType
 from replication import DocEdit, NotFound
 from schema import rawpg
 from schema.batch import Batch, WriteResult
-from schema.callers import CALLER_PARAMS, CALLER_SQL, CallerCheck, RecheckCaller
+from schema.callers import (
+    DATABASE_PARAMS,
+    DATABASE_SQL,
+    USER_PARAMS,
+    USER_SQL,
+    CallerCheck,
+    RecheckCaller,
+)
 from schema.databases import Database
 from schema.documents import prepare_batch
 from schema.engine import raw_statement
@@ -127,12 +134,12 @@ def _statement(*, on_conflict: bool, checked: bool) -> Any:
     """The write; ``checked``: only if the remembered caller still holds (``schema.callers``:
     otherwise ``adv`` finds no row, and nothing is written)."""
     sql = _SQL.format(
-        caller=f"AND {CALLER_SQL}" if checked else "",
+        caller=f"AND {DATABASE_SQL} AND {USER_SQL}" if checked else "",
         on_conflict_documents="ON CONFLICT (db_id, doc_id) DO NOTHING" if on_conflict else "",
         on_conflict_revisions="ON CONFLICT DO NOTHING" if on_conflict else "",
     )
     return text(sql).bindparams(
-        *(CALLER_PARAMS if checked else ()),
+        *((*USER_PARAMS, *DATABASE_PARAMS) if checked else ()),
         bindparam("n", type_=BigInteger),
         bindparam("doc_delta", type_=BigInteger),
         bindparam("del_delta", type_=BigInteger),

@@ -55,8 +55,8 @@ async def put_local_doc(request: web.Request) -> web.Response:
         new_rev = await put_local(
             conn, access.db.id, access.user.id, doc_id, rev, content, check=access.check
         )
-    if access.check is not None:
-        confirmed(request)
+        if access.check is not None:
+            confirmed(request)
     return json_response({"ok": True, "id": doc_id, "rev": new_rev}, status=201)
 
 

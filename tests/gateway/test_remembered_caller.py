@@ -5,20 +5,27 @@ looks the caller up, and must behave the same)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import auth as auth_module
+from gateway import dbctx
 from gateway.callers import RememberedCallers
+from gateway.settings import Settings
+from replication import BadRequest
 from schema.callers import CallerCheck
 from schema.databases import Database
 from schema.engine import write_transaction
 from schema.tables import users
 from schema.users import User, hash_password, set_disabled, set_role
-from tests.helpers import Couch
+from tests.helpers import PASSWORD, Couch
 
 
 def doc(i: int, rev: str = "1-a", **body: Any) -> dict[str, Any]:
@@ -246,3 +253,120 @@ def test_remembered_callers_expire_and_are_bounded() -> None:
     expired = RememberedCallers(ttl=0.0)
     expired.put("Basic a", user, db)
     assert expired.get("Basic a", "field") is None
+
+
+# -- what the review of the first version found ----------------------------------------------
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, max_request_bytes=LIMIT)
+
+
+LIMIT = 20_000  # bytes of request body
+
+
+async def test_a_body_over_the_limit_is_413_and_never_read_twice(
+    client: Any, alice: Couch, admin: Couch, db: str
+) -> None:
+    await remembered(alice, db)
+    smuggled = orjson.dumps({"docs": [doc(9)], "new_edits": False})
+    padding = orjson.dumps({"pad": "x" * LIMIT})  # the limit stops the read inside it
+    body = padding[:-1] + b"," + smuggled[1:]
+    async with client.post(f"/{db}/_bulk_docs", data=body, headers=alice.headers()) as resp:
+        assert resp.status == 413, await resp.text()
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: read until the limit
+        for start in range(0, len(padding), 4096):
+            yield padding[start : start + 4096]
+        yield b"\n" + smuggled
+
+    headers = alice.headers()
+    async with client.post(f"/{db}/_bulk_docs", data=chunks(), headers=headers) as resp:
+        assert resp.status == 413, await resp.text()
+    assert (await admin.get(f"/{db}"))["doc_count"] == 0
+    await alice.get(f"/{db}/d9", expected_status=404)
+
+
+async def test_an_error_after_a_confirmed_write_is_not_served_again(
+    alice: Couch, admin: Couch, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await remembered(alice, db)
+
+    async def failing(*_args: Any) -> None:
+        raise BadRequest("after the write")
+
+    monkeypatch.setattr(dbctx, "written_docs", failing)
+    second = doc(1, "2-b") | {"_revisions": {"start": 2, "ids": ["b", "a"]}}
+    answer = await push(alice, db, [second], expected_status=400)
+    assert answer["reason"] == "after the write"
+    info = await admin.get(f"/{db}")
+    assert info["doc_count"] == 1 and str(info["update_seq"]).split("-")[0] == "1"  # once
+
+
+@pytest.mark.postgres_only
+async def test_only_basic_callers_of_the_same_database_are_remembered(
+    client: Any, alice: Couch, admin: Couch, db: str, lookups: list[str]
+) -> None:
+    await admin.put("/other?access_mode=shared")
+    await remembered(alice, db)
+    lookups.clear()
+    await push(alice, "other", [doc(1)])  # remembered for "field", not for "other"
+    assert lookups == ["alice"]
+    resp = await client.post(
+        "/api/v1/auth/login",
+        data=orjson.dumps({"username": "alice", "password": PASSWORD}),
+        headers={"Content-Type": "application/json"},
+    )
+    token = (await resp.json())["access_token"]
+    bearer = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    for _ in range(2):  # a token is looked up every time (revocation is part of it)
+        async with client.get(f"/{db}", headers=bearer) as got:
+            assert got.status == 200
+    lookups.clear()
+    body = orjson.dumps({"docs": [doc(2)], "new_edits": False})
+    async with client.post(f"/{db}/_bulk_docs", data=body, headers=bearer) as resp:
+        assert resp.status == 201
+    assert lookups == ["alice"]
+
+
+@pytest.mark.postgres_only
+async def test_a_database_with_write_rules_is_never_remembered(
+    manager: Couch, lookups: list[str]
+) -> None:
+    await remembered(manager, "inspections")
+    lookups.clear()
+    await manager.post(
+        "/inspections/_bulk_docs", {"docs": [{"_id": "x", "status": "draft"}]}, expected_status=None
+    )
+    assert lookups == ["manager"]
+
+
+@pytest.mark.postgres_only
+async def test_database_settings_changed_while_the_write_waits_apply_to_it(
+    alice: Couch, admin: Couch, db: str, engine: AsyncEngine
+) -> None:
+    """The database conditions hold on the row the write locks, checked after the wait."""
+    await remembered(alice, db)
+    async with engine.connect() as holder, engine.connect() as watcher:
+        await holder.begin()
+        await holder.execute(text("SELECT 1 FROM databases WHERE name = :n FOR UPDATE"), {"n": db})
+        write = asyncio.create_task(push(alice, db, [doc(1)], expected_status=None))
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        for _ in range(2000):  # until the write waits for the row (bounded)
+            await watcher.execute(text("SELECT pg_stat_clear_snapshot()"))
+            if (await watcher.execute(waiting)).scalar_one():
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the write never waited for the database row")
+        await holder.execute(
+            text("UPDATE databases SET access_mode = 'readonly' WHERE name = :n"), {"n": db}
+        )
+        await holder.commit()
+        answer = await write
+    assert answer["error"] == "forbidden"  # planned for a shared database: refused
+    assert (await admin.get(f"/{db}"))["doc_count"] == 0
