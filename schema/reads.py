@@ -21,7 +21,9 @@ from schema.rawpg import Runner
 from schema.tables import attachments, documents, revisions
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: built for every row read, and a frozen dataclass costs about five times as
+# much to build (its __init__ goes through object.__setattr__); never changed after it is built
+@dataclass(slots=True)
 class DocRow:
     """A document's summary row: winner, leaves (winner first) and its latest seq."""
 
@@ -44,7 +46,9 @@ class DocRow:
         return [rev for rev, deleted in self.leaves[1:] if deleted]
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: built for every row read, and a frozen dataclass costs about five times as
+# much to build (its __init__ goes through object.__setattr__); never changed after it is built
+@dataclass(slots=True)
 class RevisionRow:
     """One stored revision: its body bytes (no underscore members) and attachment meta."""
 
