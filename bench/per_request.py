@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cpu import CpuProbe
-from servers import ROOT, GatewayServer, PouchDBServer, Server
+from servers import ROOT, GatewayServer, PouchDBServer, Server, pg_parts
 
 DB = "per_request"
 LOCAL_ID = "_local/per-request-checkpoint"
@@ -241,13 +241,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _pg_parts(url: str) -> tuple[str, int, str]:
-    rest = url.split("://", 1)[1]
-    user, hostport = rest.split("@", 1) if "@" in rest else ("root", rest)
-    host, _, port = hostport.partition(":")
-    return host or "127.0.0.1", int(port.split("/", 1)[0] or 5432), user.split(":", 1)[0]
-
-
 def report(figures: dict[tuple[str, str], list[dict[str, float]]]) -> list[dict[str, Any]]:
     """Print the medians (and a push batch as the sum of its four requests); return them."""
     rows: list[dict[str, Any]] = []
@@ -275,7 +268,7 @@ def report(figures: dict[tuple[str, str], list[dict[str, float]]]) -> list[dict[
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    host, port, user = _pg_parts(args.pg_url)
+    host, port, user = pg_parts(args.pg_url)
     docs = make_docs(BATCH * args.batches * args.rounds)
     servers: list[Server] = [
         InlineServer("uvloop-raw", RAW_SERVER),

@@ -36,7 +36,16 @@ from typing import Any
 
 from cpu import CLK_TCK, CpuProbe, Sample, rss_mb
 from report import percentile, render_text_table, summarize_requests
-from servers import ROOT, BenchError, GatewayServer, PouchDBServer, Server, kill_group, tail
+from servers import (
+    ROOT,
+    BenchError,
+    GatewayServer,
+    PouchDBServer,
+    Server,
+    kill_group,
+    pg_parts,
+    tail,
+)
 
 BENCH = Path(__file__).resolve().parent
 REPLICATE_JS = BENCH / "replicate.js"
@@ -652,14 +661,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _pg_parts(url: str) -> tuple[str, int, str]:
-    rest = url.split("://", 1)[1]
-    user, hostport = rest.split("@", 1) if "@" in rest else ("root", rest)
-    user = user.split(":", 1)[0]
-    host, _, port = hostport.partition(":")
-    return host or "127.0.0.1", int(port.split("/", 1)[0] or 5432), user
-
-
 INTERRUPTED: list[str] = []
 
 
@@ -674,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    pg_host, pg_port, pg_user = _pg_parts(args.pg_url)
+    pg_host, pg_port, pg_user = pg_parts(args.pg_url)
     factories: list[Callable[[], Server]] = []
     if not args.skip_pouchdb_server:
         factories.append(lambda: PouchDBServer(keep_temp=args.keep_temp))

@@ -37,6 +37,15 @@ class BenchError(RuntimeError):
     """A server or client failed; the message carries what was seen (stderr tails included)."""
 
 
+def pg_parts(url: str) -> tuple[str, int, str]:
+    """(host, port, user) of a ``postgresql+asyncpg://user@host:port`` URL."""
+    rest = url.split("://", 1)[1]
+    user, hostport = rest.split("@", 1) if "@" in rest else ("root", rest)
+    user = user.split(":", 1)[0]
+    host, _, port = hostport.partition(":")
+    return host or "127.0.0.1", int(port.split("/", 1)[0] or 5432), user
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
