@@ -34,7 +34,6 @@ import argparse
 import hashlib
 import http.client
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cpu import CpuProbe
-from servers import ROOT, GatewayServer, PouchDBServer, Server, pg_parts
+from servers import ROOT, GatewayServer, PouchDBServer, Server, add_pg_url_option, pg_parts
 
 DB = "per_request"
 LOCAL_ID = "_local/per-request-checkpoint"
@@ -232,11 +231,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=1500, help="small requests per round (1500)")
     p.add_argument("--batches", type=int, default=100, help="batch requests per round (100)")
     p.add_argument("--rounds", type=int, default=3, help="rounds over every server (3)")
-    p.add_argument(
-        "--pg-url",
-        default=os.environ.get("BENCH_PG_URL", "postgresql+asyncpg://root@127.0.0.1:5432"),
-        help="PostgreSQL server URL without database (a fresh database is created)",
-    )
+    add_pg_url_option(p)
     p.add_argument("--out", help="also write the figures as JSON to this file")
     return p.parse_args(argv)
 

@@ -42,6 +42,7 @@ from servers import (
     GatewayServer,
     PouchDBServer,
     Server,
+    add_pg_url_option,
     kill_group,
     pg_parts,
     tail,
@@ -615,11 +616,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--change-fraction", type=float, default=0.01, help="incremental share")
     p.add_argument("--changes-repeats", type=int, default=3, help="_changes reads (3)")
     p.add_argument("--phase-timeout", type=float, default=900.0, help="seconds per phase")
-    p.add_argument(
-        "--pg-url",
-        default=os.environ.get("BENCH_PG_URL", "postgresql+asyncpg://root@127.0.0.1:5432"),
-        help="PostgreSQL server URL without database (a fresh database is created per run)",
-    )
+    add_pg_url_option(p)
     p.add_argument(
         "--phases",
         default=",".join(PHASES),

@@ -7,6 +7,7 @@ directory, the run's PostgreSQL database) even when the benchmark failed.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import json
@@ -35,6 +36,15 @@ ADMIN_PASSWORD = "bench-admin-pw"
 
 class BenchError(RuntimeError):
     """A server or client failed; the message carries what was seen (stderr tails included)."""
+
+
+def add_pg_url_option(parser: argparse.ArgumentParser) -> None:
+    """``--pg-url``: the PostgreSQL server the gateway runs on (a fresh database per run)."""
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", "postgresql+asyncpg://root@127.0.0.1:5432"),
+        help="PostgreSQL server URL without database (a fresh database is created per run)",
+    )
 
 
 def pg_parts(url: str) -> tuple[str, int, str]:
