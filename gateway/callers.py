@@ -6,7 +6,8 @@ sends the same ``Authorization`` header with every request: ``GET /db``, ``_revs
 the checkpoint read), the user and database rows read with it are remembered under a
 digest of (header, database name), for ``TTL_SECONDS``.  A later ``POST /{db}/_bulk_docs``
 or ``PUT /{db}/_local/{id}`` with the same header is then served with those rows and no
-lookup, and its write statement confirms them (``schema.callers.CALLER_SQL``).
+lookup, and its write statement confirms them (``schema.callers``: ``USER_SQL`` and
+``DATABASE_SQL`` on the ``_bulk_docs`` write, ``CALLER_SQL`` on the checkpoint write).
 
 Until that statement has run, the caller is unconfirmed: when the handler raises
 ``RecheckCaller`` (the rows changed, or the request took a path that cannot confirm them;
