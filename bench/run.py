@@ -3,7 +3,8 @@
     python bench/run.py [--docs 10000] [--clients 20] [--backend postgres|sqlite|both]
                         [--skip-pouchdb-server] [--out bench/results/latest.json]
 
-For every server (started here, on a fresh store, and torn down at the end even on failure):
+For every server (started here, on a fresh store, and torn down at the end even on failure;
+all servers run at once and each phase is run on one after the other, see ``--order``):
 push N docs, pull them, incremental push of 1% + a no-op sync, ``_changes?since=0`` read with a
 plain HTTP client, a fan-in of C client processes pushing N/C distinct docs each at once, and the
 same fan-in by C protocol-replay devices (bench/replay.js: PouchDB's push requests, next to no
@@ -482,45 +483,61 @@ def doc_count(server: Server, db: str) -> int | None:
     return None
 
 
-def run_server(
-    server: Server, args: argparse.Namespace, log_dir: Path
-) -> dict[str, dict[str, Any]]:
-    """All phases against one started server; a failed phase is recorded and the rest go on."""
-    active: list[NodeClient] = []
-    meter = Meter(server, active)
-    results: dict[str, dict[str, Any]] = {"_server": server.info()}
-    for db in (MAIN_DB, FANIN_DB, FANIN_REPLAY_DB, WARMUP_DB):
-        server.create_db(db)
-    if args.warmup_docs:
-        warm_up(server, meter, args, active, log_dir)
-    n = args.docs
-    k = max(1, round(n * args.change_fraction))
+class ServerRun:
+    """The phases of one started server, run one at a time, so that the phases of two servers
+    can alternate (``--order interleaved``) or follow one another (``sequential``); a failed
+    phase is recorded and the rest go on."""
 
-    def main_cfg(mode: str) -> dict[str, Any]:
-        cfg = base_config(server, MAIN_DB, args)
-        cfg["mode"] = mode
-        return cfg
+    def __init__(self, server: Server, args: argparse.Namespace, log_dir: Path) -> None:
+        self.server = server
+        self.args = args
+        self.log_dir = log_dir
+        self.active: list[NodeClient] = []
+        self.meter = Meter(server, self.active)
+        self.results: dict[str, dict[str, Any]] = {"_server": server.info()}
 
-    all_phases: list[tuple[list[str], Callable[[], dict[str, dict[str, Any]]]]] = [
-        (["push"], lambda: run_single_client(
-            server, meter, main_cfg("push"), {"push": n}, args, active, log_dir)),
-        (["pull"], lambda: run_single_client(
-            server, meter, main_cfg("pull"), {"pull": n}, args, active, log_dir)),
-        (["incremental", "noop"], lambda: run_single_client(
-            server, meter, main_cfg("incremental"), {"incremental": k, "noop": 0}, args,
-            active, log_dir)),
-        (["changes"], lambda: {"changes": run_changes(server, meter, args)}),
-        (["fanin"], lambda: {"fanin": run_fanin(server, meter, args, active, log_dir)}),
-        (["fanin-replay"], lambda: {
-            "fanin-replay": run_fanin_replay(server, meter, args, active, log_dir)}),
-    ]  # fmt: skip
-    wanted = set(args.phases)
-    phases = [(names, fn) for names, fn in all_phases if wanted & set(names)]
-    for names, fn in phases:
+    def prepare(self) -> None:
+        """Create the databases and warm the server up (unmeasured)."""
+        for db in (MAIN_DB, FANIN_DB, FANIN_REPLAY_DB, WARMUP_DB):
+            self.server.create_db(db)
+        if self.args.warmup_docs:
+            warm_up(self.server, self.meter, self.args, self.active, self.log_dir)
+
+    def phases(self) -> list[tuple[list[str], Callable[[], dict[str, dict[str, Any]]]]]:
+        """The selected phases, in order: (names of the phases a step records, the step)."""
+        server, meter, args, active, log_dir = (
+            self.server, self.meter, self.args, self.active, self.log_dir
+        )  # fmt: skip
+        n = args.docs
+        k = max(1, round(n * args.change_fraction))
+
+        def main_cfg(mode: str) -> dict[str, Any]:
+            cfg = base_config(server, MAIN_DB, args)
+            cfg["mode"] = mode
+            return cfg
+
+        all_phases: list[tuple[list[str], Callable[[], dict[str, dict[str, Any]]]]] = [
+            (["push"], lambda: run_single_client(
+                server, meter, main_cfg("push"), {"push": n}, args, active, log_dir)),
+            (["pull"], lambda: run_single_client(
+                server, meter, main_cfg("pull"), {"pull": n}, args, active, log_dir)),
+            (["incremental", "noop"], lambda: run_single_client(
+                server, meter, main_cfg("incremental"), {"incremental": k, "noop": 0}, args,
+                active, log_dir)),
+            (["changes"], lambda: {"changes": run_changes(server, meter, args)}),
+            (["fanin"], lambda: {"fanin": run_fanin(server, meter, args, active, log_dir)}),
+            (["fanin-replay"], lambda: {
+                "fanin-replay": run_fanin_replay(server, meter, args, active, log_dir)}),
+        ]  # fmt: skip
+        wanted = set(args.phases)
+        return [(names, fn) for names, fn in all_phases if wanted & set(names)]
+
+    def run_phase(self, names: list[str], fn: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        server, results = self.server, self.results
         if not server.alive():
             for name in names:
                 results[name] = {"error": "server not running", "skipped": True}
-            continue
+            return
         label = "+".join(names)
         print(f"  [{server.name}] {label} ...", flush=True)
         t0 = time.monotonic()
@@ -532,7 +549,7 @@ def run_server(
             err = {"error": msg, "server_stderr_tail": server.stderr_tail()[-3000:]}
             for name in names:
                 results[name] = dict(err)
-            continue
+            return
         for name, rec in got.items():
             results[name] = rec
             cpu = rec.get("cpu", {})
@@ -543,20 +560,79 @@ def run_server(
                 flush=True,
             )
         print(f"  [{server.name}] {label} took {time.monotonic() - t0:.1f}s", flush=True)
-    pg_stats = None
-    if isinstance(server, GatewayServer) and server.pg_db and args.pg_stats_wait >= 0:
-        time.sleep(args.pg_stats_wait)  # let idle backends flush their statistics
-        with contextlib.suppress(Exception):
-            pg_stats = server.pg_stats()
-    results["_final"] = {
-        "pg_stats_whole_run": pg_stats,
-        "doc_count_bench": doc_count(server, MAIN_DB),
-        "doc_count_fanin": doc_count(server, FANIN_DB),
-        "doc_count_fanin_replay": doc_count(server, FANIN_REPLAY_DB),
-        "server_rss_mb": _rss(server),
-        "server_stderr_tail": server.stderr_tail()[-2000:],
-    }
-    return results
+
+    def finish(self) -> dict[str, dict[str, Any]]:
+        """The final counts and statistics; the results of every phase."""
+        server, args = self.server, self.args
+        pg_stats = None
+        if isinstance(server, GatewayServer) and server.pg_db and args.pg_stats_wait >= 0:
+            time.sleep(args.pg_stats_wait)  # let idle backends flush their statistics
+            with contextlib.suppress(Exception):
+                pg_stats = server.pg_stats()
+        self.results["_final"] = {
+            "pg_stats_whole_run": pg_stats,
+            "doc_count_bench": doc_count(server, MAIN_DB),
+            "doc_count_fanin": doc_count(server, FANIN_DB),
+            "doc_count_fanin_replay": doc_count(server, FANIN_REPLAY_DB),
+            "server_rss_mb": _rss(server),
+            "server_stderr_tail": server.stderr_tail()[-2000:],
+        }
+        return self.results
+
+
+def log_dir_of(server: Server) -> Path:
+    return server.tmp if server.tmp.exists() else Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+def run_sequential(
+    factories: list[Callable[[], Server]], args: argparse.Namespace, results: dict[str, Any]
+) -> None:
+    """One server after the other: all phases of the first, then all of the next."""
+    for factory in factories:
+        server = factory()
+        print(f"== {server.name} (port {server.port})", flush=True)
+        try:
+            with server:
+                run = ServerRun(server, args, log_dir_of(server))
+                run.prepare()
+                for names, fn in run.phases():
+                    run.run_phase(names, fn)
+                res = run.finish()
+        except BenchError as exc:
+            print(f"== {server.name} FAILED: {exc}", file=sys.stderr, flush=True)
+            res = {"_error": {"error": str(exc)}}
+        results["servers"][server.name] = res
+
+
+def run_interleaved(
+    factories: list[Callable[[], Server]], args: argparse.Namespace, results: dict[str, Any]
+) -> None:
+    """All servers started together (an idle one costs no CPU), each phase run on one server
+    after the other, the order turning from phase to phase: a drift of the machine's speed
+    over the minutes of a run then falls on both sides of each comparison alike."""
+    with contextlib.ExitStack() as stack:
+        runs: list[ServerRun] = []
+        for factory in factories:
+            server = factory()
+            print(f"== {server.name} (port {server.port})", flush=True)
+            try:
+                stack.enter_context(server)
+                run = ServerRun(server, args, log_dir_of(server))
+                run.prepare()
+            except BenchError as exc:
+                print(f"== {server.name} FAILED: {exc}", file=sys.stderr, flush=True)
+                results["servers"][server.name] = {"_error": {"error": str(exc)}}
+                continue
+            runs.append(run)
+        steps = [run.phases() for run in runs]
+        for i in range(len(steps[0]) if steps else 0):
+            turn = list(range(len(runs)))
+            if i % 2:
+                turn.reverse()
+            for r in turn:
+                runs[r].run_phase(*steps[r][i])
+        for run in runs:
+            results["servers"][run.server.name] = run.finish()
 
 
 # --------------------------------------------------------------------------- main
@@ -589,6 +665,7 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         "changes_repeats": args.changes_repeats,
         "backend": args.backend,
         "phases": args.phases,
+        "order": args.order,
         "pouchdb": pkg("pouchdb")["version"],
         "pouchdb_server": pkg("pouchdb-server")["version"],
         "node": _version(["node", "--version"]),
@@ -611,6 +688,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="postgres")
     p.add_argument("--skip-pouchdb-server", action="store_true")
+    p.add_argument(
+        "--order",
+        choices=["interleaved", "sequential"],
+        default="interleaved",
+        help="interleaved: all servers started together, each phase run on one after the\n"
+        "other (the order turning from phase to phase); sequential: all phases of one server,\n"
+        "then the next's (interleaved)",
+    )
     p.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
     p.add_argument("--doc-bytes", type=int, default=1000, help="JSON size of a doc (1000)")
     p.add_argument("--change-fraction", type=float, default=0.01, help="incremental share")
@@ -684,22 +769,18 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     results: dict[str, Any] = {"meta": meta(args), "servers": {}}
-    failed = False
-    log_root = Path(os.environ.get("TMPDIR", "/tmp"))
     t_start = time.monotonic()
     try:
-        for factory in factories:
-            server = factory()
-            print(f"== {server.name} (port {server.port})", flush=True)
-            try:
-                with server:
-                    res = run_server(server, args, server.tmp if server.tmp.exists() else log_root)
-            except BenchError as exc:
-                print(f"== {server.name} FAILED: {exc}", file=sys.stderr, flush=True)
-                res = {"_error": {"error": str(exc)}}
-            results["servers"][server.name] = res
-            failed = failed or any(isinstance(v, dict) and "error" in v for v in res.values())
+        if args.order == "interleaved":
+            run_interleaved(factories, args, results)
+        else:
+            run_sequential(factories, args, results)
     finally:
+        failed = any(
+            isinstance(v, dict) and "error" in v
+            for res in results["servers"].values()
+            for v in res.values()
+        )
         results["meta"]["duration_s"] = round(time.monotonic() - t_start, 1)
         if INTERRUPTED:
             results["meta"]["interrupted_by"] = INTERRUPTED[0]
