@@ -223,6 +223,19 @@ def phase_ratios(results: dict[str, Any], gateway: str, phase: str) -> tuple[flo
     return speed, cpu
 
 
+def fanin_ceiling(results: dict[str, Any], gateway: str) -> float | None:
+    """The highest ``fanin`` docs/s ratio this machine allows: the gateway's phase with the
+    server at zero CPU.  Its C PouchDB client processes alone need ``clients_cpu_s`` of CPU,
+    so at best ``clients_cpu_s / cpus`` seconds of wall time with every CPU theirs."""
+    servers = results["servers"]
+    try:
+        ours, theirs = servers[gateway]["fanin"], servers["pouchdb-server"]["fanin"]
+        best_wall = ours["cpu"]["clients_cpu_s"] / results["meta"]["cpus"]
+        return ours["docs"] / best_wall / theirs["docs_per_s"]
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
 def render_ratio_table(runs: list[dict[str, Any]], gateway: str = "gateway-postgres") -> str:
     """Per phase: the gateway's throughput and CPU per document relative to PouchDB Server,
     run by run and the median."""
@@ -242,6 +255,13 @@ def render_ratio_table(runs: list[dict[str, Any]], gateway: str = "gateway-postg
             f"| {statistics.median(speed):.2f} | {', '.join(f'{x:.2f}' for x in cpu)} "
             f"| {statistics.median(cpu):.2f} |"
         )
+        ceilings = [c for c in (fanin_ceiling(run, gateway) for run in runs) if c is not None]
+        if phase == "fanin" and ceilings:
+            body.append(
+                f"| {PHASE_TITLES[phase]}: ceiling, the gateway at zero CPU "
+                f"| {', '.join(f'{x:.2f}' for x in ceilings)} "
+                f"| {statistics.median(ceilings):.2f} | | |"
+            )
     return "\n".join(head + body) + "\n"
 
 
