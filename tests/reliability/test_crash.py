@@ -12,6 +12,9 @@ and body until answered.  Meanwhile the test kills the process ``KILLS`` times a
 moments (a seeded ``random.Random``; the seed is in every failure message and
 ``GATEWAY_TEST_CRASH_SEED`` replays a schedule): most kills fall a random delay after the
 pushes made progress since the last restart, every third one while a REST batch is in flight.
+The first kill is not left to chance: the test holds the database's write lock while the
+clients start, waits until a ``_bulk_docs`` has been sent (it cannot be answered while the
+lock is held) and kills the process then, so that a write is cut however fast the machine.
 Each time the process restarts on the same port with the same database, and the clients
 carry on by themselves.  At the end every replica pulls once more, and the test checks that
 
@@ -63,6 +66,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schema.engine import is_sqlite, write_transaction
 from schema.tables import databases, idempotency_keys
 from tests.helpers import PASSWORD, Couch, basic, describe_diff
 from tests.interop.conftest import NodeProcess, start_node
@@ -196,6 +200,50 @@ class Kill:
     restart: float  # seconds from the SIGKILL to ready again
 
 
+class HeldWrites:
+    """The lock every ``_bulk_docs`` write of ``DB`` takes, held by the test: SQLite's write
+    lock (reads go on), or on PostgreSQL the database's row (checkpoints and reads go on)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def hold(self) -> None:
+        stack = contextlib.AsyncExitStack()
+        conn = await stack.enter_async_context(write_transaction(self._engine))
+        if not is_sqlite(conn):
+            await conn.execute(
+                text("SELECT 1 FROM databases WHERE name = :name FOR UPDATE"), {"name": DB}
+            )
+        self._stack = stack
+
+    async def release(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+
+async def kill_during_first_writes(
+    gw: Instance, session: aiohttp.ClientSession, held: HeldWrites, sent_markers: list[Path]
+) -> Kill:
+    """Kill ``gw`` once a client has sent its first ``_bulk_docs``, which ``held`` (taken
+    before the clients started) keeps from being answered; then release it and restart."""
+    ready_at = time.monotonic()
+
+    async def sent() -> bool:
+        return any(marker.exists() for marker in sent_markers)
+
+    try:
+        await bounded(sent, PROGRESS_TIMEOUT, "no client sent a _bulk_docs")
+        waited = time.monotonic() - ready_at
+        killed_at = time.monotonic()
+        await gw.kill()
+    finally:
+        await held.release()
+    await restart(gw, session)
+    return Kill("push", 0.0, False, waited, time.monotonic() - killed_at)
+
+
 async def kill_loop(
     gw: Instance,
     session: aiohttp.ClientSession,
@@ -203,10 +251,12 @@ async def kill_loop(
     rng: random.Random,
     rest: RestSyncClient,
     pushes_done: asyncio.Future[Any],
+    first: Kill,
 ) -> list[Kill]:
-    """Kill and restart ``gw`` ``KILLS`` times at random points of the traffic."""
-    kills = []
-    for number in range(KILLS):
+    """Kill and restart ``gw`` ``KILLS`` times (``first`` was the first) at random points of
+    the traffic."""
+    kills = [first]
+    for number in range(1, KILLS):
         ready_at = time.monotonic()
         target = "rest" if number % 3 == 2 or pushes_done.done() else "push"
         if target == "push":
@@ -248,10 +298,12 @@ async def test_sigkill_during_pushes_and_batches_loses_and_duplicates_nothing(
     nodes: list[NodeProcess] = []
     rest = RestSyncClient(gateway.url, "alice", random.Random(f"{SEED}-rest"), f"r{SEED}")
     stop_rest = asyncio.Event()
+    held = HeldWrites(engine)
     async with aiohttp.ClientSession() as session:
         try:
             await request(session, "PUT", f"{gateway.url}/{DB}?access_mode=shared", "admin",
                           expected=201)  # fmt: skip
+            await held.hold()  # until the first kill
             for index in range(CLIENTS):
                 nodes.append(
                     await start_node(
@@ -268,8 +320,10 @@ async def test_sigkill_during_pushes_and_batches_loses_and_duplicates_nothing(
             pushes = asyncio.ensure_future(
                 asyncio.gather(*(node.read_json_line() for node in nodes))
             )
+            markers = [Path(f"{barrier}.sent-{index}") for index in range(CLIENTS)]
+            first = await kill_during_first_writes(gateway, session, held, markers)
             rest_task = asyncio.create_task(rest.run(session, stop_rest))
-            kills = await kill_loop(gateway, session, engine, rng, rest, pushes)
+            kills = await kill_loop(gateway, session, engine, rng, rest, pushes, first)
             killed_at = time.monotonic()
             stop_rest.set()
             await rest_task
@@ -285,6 +339,7 @@ async def test_sigkill_during_pushes_and_batches_loses_and_duplicates_nothing(
             print(f"--- crash test seed {SEED}; gateway log ---\n{gateway.log_tail(30)}")
             raise
         finally:
+            await held.release()
             stop_rest.set()
             for node in nodes:
                 await node.kill()

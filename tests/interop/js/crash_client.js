@@ -12,6 +12,7 @@
 // would configure it) runs until PouchDB reports it caught up and `_revs_diff` says the
 // gateway is missing nothing of the local database; then the next round starts.
 //
+// Creates `barrierFile.sent-{index}` as its first `_bulk_docs` is sent.
 // Prints {"phase": "pushed", ...counters} after the last round, waits (bounded) for
 // `barrierFile`, pulls once (retrying a failed pull) and prints its whole replica.  Counters:
 // `_bulk_docs` requests sent, cut off (the connection died: a kill), answered with a 5xx;
@@ -38,12 +39,16 @@ function sharedBody(index, k, round) {
   return {shared: k, by: index, round, payload: payload(index, `shared-${k}`, round)};
 }
 
-/** The gateway database; counts `_bulk_docs` requests and how each ended. */
-function server(counters) {
+/** The gateway database; counts `_bulk_docs` requests and how each ended, and creates
+ * `sentMarker` (once) as the first one is sent: the test holds the gateway's writes until
+ * then and kills the process, so that at least one `_bulk_docs` is cut whatever the
+ * machine's speed. */
+function server(counters, sentMarker) {
   return new PouchDB(DB_URL, {
     auth: {username: USER, password: PASSWORD},
     fetch: async (url, options) => {
       const bulk = /\/_bulk_docs(\?|$)/.test(String(url));
+      if (bulk && counters.bulk_docs_sent === 0) fs.writeFileSync(sentMarker, '');
       if (bulk) counters.bulk_docs_sent += 1;
       let response;
       try {
@@ -129,7 +134,7 @@ main(async () => {
     bulk_docs_sent: 0, bulk_docs_cut: 0, responses_5xx: [], push_retries: 0, denied: [], errors: [],
   };
   const db = local(`crash-client-${index}`);
-  const remote = server(counters);
+  const remote = server(counters, `${barrierFile}.sent-${index}`);
   for (let round = 0; round < rounds; round++) {
     await writeRound(db, index, docCount, rounds, sharedCount, round);
     await pushRound(db, remote, batchSize, counters);
