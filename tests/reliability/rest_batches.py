@@ -66,6 +66,7 @@ class RestSyncClient:
     failures: list[str] = field(default_factory=list)
     refused: int = 0  # attempts refused: the gateway was down
     interrupted: int = 0  # requests cut off mid-way: the gateway died with them
+    sent: int = 0  # requests sent (each attempt counts)
     in_progress: int = 0  # 409 request_in_progress answers (a claim still held)
     unavailable: int = 0  # 503 / 429 answers
     in_flight: asyncio.Event = field(default_factory=asyncio.Event)
@@ -134,6 +135,7 @@ class RestSyncClient:
         attempts = 0
         while time.monotonic() - started < KEY_DEADLINE:
             attempts += 1
+            self.sent += 1
             self.in_flight.set()
             try:
                 async with session.post(

@@ -12,9 +12,10 @@ and body until answered.  Meanwhile the test kills the process ``KILLS`` times a
 moments (a seeded ``random.Random``; the seed is in every failure message and
 ``GATEWAY_TEST_CRASH_SEED`` replays a schedule): most kills fall a random delay after the
 pushes made progress since the last restart, every third one while a REST batch is in flight.
-The first kill is not left to chance: the test holds the database's write lock while the
-clients start, waits until a ``_bulk_docs`` has been sent (it cannot be answered while the
-lock is held) and kills the process then, so that a write is cut however fast the machine.
+The first kill of each kind is not left to chance: the test holds the write lock
+(``HeldWrites``) until a ``_bulk_docs`` has been sent (before the clients start), or until
+one REST request has been out for a while, and kills the process then: the request cannot
+be answered while the lock is held, so it is cut off however fast the machine.
 Each time the process restarts on the same port with the same database, and the clients
 carry on by themselves.  At the end every replica pulls once more, and the test checks that
 
@@ -83,6 +84,8 @@ ROUNDS = 2  # round 0 creates every document, round 1 edits half of them
 SHARED = 3  # documents every client edits on its own branch
 BATCH_SIZE = 250  # documents per _bulk_docs
 KILLS = 10
+REST_DB = "inspections"  # where the REST batches write
+REACH_SECONDS = 0.5  # how long a REST request is out, writes held, before the kill
 NODE_TIMEOUT = 240.0
 PROGRESS_TIMEOUT = 60.0
 GATEWAY_ENV = {
@@ -201,11 +204,13 @@ class Kill:
 
 
 class HeldWrites:
-    """The lock every ``_bulk_docs`` write of ``DB`` takes, held by the test: SQLite's write
-    lock (reads go on), or on PostgreSQL the database's row (checkpoints and reads go on)."""
+    """The lock every document write to the databases ``names`` takes, held by the test:
+    SQLite's write lock (reads go on), or on PostgreSQL the databases' rows (checkpoints and
+    reads go on)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *names: str) -> None:
         self._engine = engine
+        self._names = names
         self._stack: contextlib.AsyncExitStack | None = None
 
     async def hold(self) -> None:
@@ -213,7 +218,7 @@ class HeldWrites:
         conn = await stack.enter_async_context(write_transaction(self._engine))
         if not is_sqlite(conn):
             await conn.execute(
-                text("SELECT 1 FROM databases WHERE name = :name FOR UPDATE"), {"name": DB}
+                select(databases.c.id).where(databases.c.name.in_(self._names)).with_for_update()
             )
         self._stack = stack
 
@@ -244,6 +249,17 @@ async def kill_during_first_writes(
     return Kill("push", 0.0, False, waited, time.monotonic() - killed_at)
 
 
+async def held_in_flight(rest: RestSyncClient) -> float:
+    """With the writes held: wait until one REST request has been out for ``REACH_SECONDS``
+    (it reached the gateway and waits for the lock: a kill now cuts it off); return 0."""
+    for _ in range(int(PROGRESS_TIMEOUT / REACH_SECONDS)):
+        sent = rest.sent
+        await asyncio.sleep(REACH_SECONDS)
+        if rest.in_flight.is_set() and rest.sent == sent:
+            return 0.0
+    pytest.fail(why("no REST request stayed in flight while the writes were held"))
+
+
 async def kill_loop(
     gw: Instance,
     session: aiohttp.ClientSession,
@@ -254,31 +270,42 @@ async def kill_loop(
     first: Kill,
 ) -> list[Kill]:
     """Kill and restart ``gw`` ``KILLS`` times (``first`` was the first) at random points of
-    the traffic."""
+    the traffic.  The first kill aimed at a REST batch holds the writes (``HeldWrites``) from
+    before the batch is sent until the process is dead, so that it cuts a batch off however
+    fast the machine; the others fall a random delay after the trigger."""
     kills = [first]
     for number in range(1, KILLS):
         ready_at = time.monotonic()
         target = "rest" if number % 3 == 2 or pushes_done.done() else "push"
-        if target == "push":
-            base = await update_seq(engine, DB)
+        held = HeldWrites(engine, DB, REST_DB) if target == "rest" and number == 2 else None
+        try:
+            if held is not None:
+                await held.hold()
+            if target == "push":
+                base = await update_seq(engine, DB)
 
-            async def progressed(base: int = base) -> bool:
-                return pushes_done.done() or await update_seq(engine, DB) > base
+                async def progressed(base: int = base) -> bool:
+                    return pushes_done.done() or await update_seq(engine, DB) > base
 
-            await bounded(progressed, PROGRESS_TIMEOUT, "the pushes made no progress")
-            delay = rng.uniform(0.0, 0.4)
-        else:
+                await bounded(progressed, PROGRESS_TIMEOUT, "the pushes made no progress")
+                delay = rng.uniform(0.0, 0.4)
+            else:
 
-            async def in_flight() -> bool:
-                return rest.in_flight.is_set() or bool(rest.failures)
+                async def in_flight() -> bool:
+                    return rest.in_flight.is_set() or bool(rest.failures)
 
-            await bounded(in_flight, PROGRESS_TIMEOUT, "no REST batch was sent")
-            delay = rng.uniform(0.0, 0.03)
-        waited = time.monotonic() - ready_at
-        await asyncio.sleep(delay)
-        flying = rest.in_flight.is_set()
-        killed_at = time.monotonic()
-        await gw.kill()
+                await bounded(in_flight, PROGRESS_TIMEOUT, "no REST batch was sent")
+                delay = rng.uniform(0.0, 0.03)
+                if held is not None:
+                    delay = await held_in_flight(rest)
+            waited = time.monotonic() - ready_at
+            await asyncio.sleep(delay)
+            flying = rest.in_flight.is_set()
+            killed_at = time.monotonic()
+            await gw.kill()
+        finally:
+            if held is not None:
+                await held.release()
         await asyncio.sleep(rng.uniform(0.0, 0.3))  # down: clients get connection refused
         await restart(gw, session)
         kills.append(Kill(target, delay, flying, waited, time.monotonic() - killed_at))
@@ -298,7 +325,7 @@ async def test_sigkill_during_pushes_and_batches_loses_and_duplicates_nothing(
     nodes: list[NodeProcess] = []
     rest = RestSyncClient(gateway.url, "alice", random.Random(f"{SEED}-rest"), f"r{SEED}")
     stop_rest = asyncio.Event()
-    held = HeldWrites(engine)
+    held = HeldWrites(engine, DB)
     async with aiohttp.ClientSession() as session:
         try:
             await request(session, "PUT", f"{gateway.url}/{DB}?access_mode=shared", "admin",
