@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import queue
+import random
 import signal
 import statistics
 import subprocess
@@ -35,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cpu import CLK_TCK, CpuProbe, Sample, rss_mb
+from cpu import CLK_TCK, CpuProbe, Sample, rss_mb, system_busy_ticks
 from report import percentile, render_text_table, summarize_requests
 from servers import (
     ROOT,
@@ -54,6 +55,9 @@ REPLICATE_JS = BENCH / "replicate.js"
 REPLAY_JS = BENCH / "replay.js"
 MAIN_DB = "bench"
 TRACK_INTERVAL_S = 0.5  # how often exiting PostgreSQL backends are looked at during a phase
+QUIET_CORES = 0.15  # a phase starts once the machine is this quiet (the clients wait idle)...
+QUIET_WINDOW_S = 0.25  # ...over a window this long
+QUIET_TIMEOUT_S = 20.0  # or after this long, whatever the load
 PHASES = ["push", "pull", "incremental", "noop", "changes", "fanin", "fanin-replay"]
 FANIN_DB = "fanin"
 FANIN_REPLAY_DB = "fanin_replay"
@@ -169,8 +173,10 @@ class Meter:
         self.t0 = 0.0
         self._stop = threading.Event()
         self._tracker: threading.Thread | None = None
+        self.settle: dict[str, float] = {}
 
     def start(self) -> None:
+        self.settle = wait_quiet()
         self.before = self.probe.start()
         self.t0 = time.perf_counter()
         if self.probe.pg_database is not None:
@@ -216,10 +222,28 @@ class Meter:
             "machine_busy_s": round(d["system_busy"], 3),
             "machine_other_busy_s": round(max(0.0, d["system_busy"] - counted), 3),
             "driver_wall_s": round(wall, 3),
+            "settle": self.settle,
             "server_rss_mb": _rss(self.server),
             "resolution_ms": 1000 / CLK_TCK,
             **extra,
         }
+
+
+def wait_quiet() -> dict[str, float]:
+    """Wait until the whole machine is quiet (below ``QUIET_CORES`` over ``QUIET_WINDOW_S``;
+    at most ``QUIET_TIMEOUT_S``): right before a phase its clients wait idle at the barrier,
+    so what still runs is background work, such as the idle server's (PouchDB Server's
+    LevelDB compactions, PostgreSQL's autovacuum) after its own phase, which would otherwise
+    compete with the phase measured.  Returns the seconds waited and the last window's load."""
+    t0 = time.monotonic()
+    while True:
+        busy0, total0 = system_busy_ticks()
+        time.sleep(QUIET_WINDOW_S)
+        busy1, total1 = system_busy_ticks()
+        cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
+        waited = time.monotonic() - t0
+        if cores < QUIET_CORES or waited >= QUIET_TIMEOUT_S:
+            return {"waited_s": round(waited, 2), "last_window_cores": round(cores, 2)}
 
 
 def _rss(server: Server) -> float | None:
@@ -594,22 +618,23 @@ def run_sequential(
         try:
             with server:
                 run = ServerRun(server, args, log_dir_of(server))
+                results["servers"][server.name] = run.results  # filled phase by phase
                 run.prepare()
                 for names, fn in run.phases():
                     run.run_phase(names, fn)
-                res = run.finish()
+                run.finish()
         except BenchError as exc:
             print(f"== {server.name} FAILED: {exc}", file=sys.stderr, flush=True)
-            res = {"_error": {"error": str(exc)}}
-        results["servers"][server.name] = res
+            results["servers"][server.name] = {"_error": {"error": str(exc)}}
 
 
 def run_interleaved(
     factories: list[Callable[[], Server]], args: argparse.Namespace, results: dict[str, Any]
 ) -> None:
-    """All servers started together (an idle one costs no CPU), each phase run on one server
-    after the other, the order turning from phase to phase: a drift of the machine's speed
-    over the minutes of a run then falls on both sides of each comparison alike."""
+    """All servers started together, each phase run on one server after the other, the order
+    turning from phase to phase (which server goes first is drawn for each run): a drift of
+    the machine's speed over the minutes of a run then falls on both sides of each
+    comparison alike.  Each phase waits for the machine to be quiet (``wait_quiet``)."""
     with contextlib.ExitStack() as stack:
         runs: list[ServerRun] = []
         for factory in factories:
@@ -624,15 +649,18 @@ def run_interleaved(
                 results["servers"][server.name] = {"_error": {"error": str(exc)}}
                 continue
             runs.append(run)
+            results["servers"][server.name] = run.results  # filled phase by phase
+        offset = random.randrange(2)  # which server goes first in even phases
+        results["meta"]["interleave_offset"] = offset
         steps = [run.phases() for run in runs]
         for i in range(len(steps[0]) if steps else 0):
             turn = list(range(len(runs)))
-            if i % 2:
+            if (i + offset) % 2:
                 turn.reverse()
             for r in turn:
                 runs[r].run_phase(*steps[r][i])
         for run in runs:
-            results["servers"][run.server.name] = run.finish()
+            run.finish()
 
 
 # --------------------------------------------------------------------------- main

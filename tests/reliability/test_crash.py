@@ -85,7 +85,7 @@ SHARED = 3  # documents every client edits on its own branch
 BATCH_SIZE = 250  # documents per _bulk_docs
 KILLS = 10
 REST_DB = "inspections"  # where the REST batches write
-REACH_SECONDS = 0.5  # how long a REST request is out, writes held, before the kill
+REACH_SECONDS = 0.5  # how long a request held by the writes is out before the kill
 NODE_TIMEOUT = 240.0
 PROGRESS_TIMEOUT = 60.0
 GATEWAY_ENV = {
@@ -205,8 +205,8 @@ class Kill:
 
 class HeldWrites:
     """The lock every document write to the databases ``names`` takes, held by the test:
-    SQLite's write lock (reads go on), or on PostgreSQL the databases' rows (checkpoints and
-    reads go on)."""
+    SQLite's write lock (every write waits, reads go on), or on PostgreSQL the databases'
+    rows (document writes wait; checkpoints and reads go on)."""
 
     def __init__(self, engine: AsyncEngine, *names: str) -> None:
         self._engine = engine
@@ -215,11 +215,17 @@ class HeldWrites:
 
     async def hold(self) -> None:
         stack = contextlib.AsyncExitStack()
-        conn = await stack.enter_async_context(write_transaction(self._engine))
-        if not is_sqlite(conn):
-            await conn.execute(
-                select(databases.c.id).where(databases.c.name.in_(self._names)).with_for_update()
-            )
+        try:
+            conn = await stack.enter_async_context(write_transaction(self._engine))
+            if not is_sqlite(conn):  # NO KEY UPDATE: what a write takes, not what a reference
+                await conn.execute(
+                    select(databases.c.id)
+                    .where(databases.c.name.in_(self._names))
+                    .with_for_update(key_share=True)
+                )
+        except BaseException:
+            await stack.aclose()
+            raise
         self._stack = stack
 
     async def release(self) -> None:
@@ -229,17 +235,25 @@ class HeldWrites:
 
 
 async def kill_during_first_writes(
-    gw: Instance, session: aiohttp.ClientSession, held: HeldWrites, sent_markers: list[Path]
+    gw: Instance,
+    session: aiohttp.ClientSession,
+    held: HeldWrites,
+    sent_markers: list[Path],
+    pushes: asyncio.Future[Any],
 ) -> Kill:
     """Kill ``gw`` once a client has sent its first ``_bulk_docs``, which ``held`` (taken
-    before the clients started) keeps from being answered; then release it and restart."""
+    before the clients started) keeps from being answered, and the request had
+    ``REACH_SECONDS`` to reach the gateway; then release the writes and restart."""
     ready_at = time.monotonic()
 
     async def sent() -> bool:
+        if pushes.done():  # a client ended (it failed): let its error show
+            pushes.result()
         return any(marker.exists() for marker in sent_markers)
 
     try:
         await bounded(sent, PROGRESS_TIMEOUT, "no client sent a _bulk_docs")
+        await asyncio.sleep(REACH_SECONDS)  # it cannot be answered meanwhile
         waited = time.monotonic() - ready_at
         killed_at = time.monotonic()
         await gw.kill()
@@ -255,6 +269,7 @@ async def held_in_flight(rest: RestSyncClient) -> float:
     for _ in range(int(PROGRESS_TIMEOUT / REACH_SECONDS)):
         sent = rest.sent
         await asyncio.sleep(REACH_SECONDS)
+        assert rest.failures == [], why(f"REST batches: {rest.failures[:5]}")
         if rest.in_flight.is_set() and rest.sent == sent:
             return 0.0
     pytest.fail(why("no REST request stayed in flight while the writes were held"))
@@ -348,7 +363,7 @@ async def test_sigkill_during_pushes_and_batches_loses_and_duplicates_nothing(
                 asyncio.gather(*(node.read_json_line() for node in nodes))
             )
             markers = [Path(f"{barrier}.sent-{index}") for index in range(CLIENTS)]
-            first = await kill_during_first_writes(gateway, session, held, markers)
+            first = await kill_during_first_writes(gateway, session, held, markers, pushes)
             rest_task = asyncio.create_task(rest.run(session, stop_rest))
             kills = await kill_loop(gateway, session, engine, rng, rest, pushes, first)
             killed_at = time.monotonic()
