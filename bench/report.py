@@ -245,22 +245,29 @@ def render_ratio_table(runs: list[dict[str, Any]], gateway: str = "gateway-postg
         "|---|---|--:|---|--:|",
     ]
     body = []
+
+    def cells(values: list[float | None]) -> str:
+        return ", ".join("-" if x is None else f"{x:.2f}" for x in values)
+
+    def median(values: list[float | None]) -> str:
+        present = [x for x in values if x is not None]
+        return f"{statistics.median(present):.2f}" if present else "-"
+
     for phase in RATIO_PHASES:
-        pairs = [r for r in (phase_ratios(run, gateway, phase) for run in runs) if r is not None]
-        if not pairs:
+        pairs = [phase_ratios(run, gateway, phase) for run in runs]
+        if all(p is None for p in pairs):
             continue
-        speed, cpu = [p[0] for p in pairs], [p[1] for p in pairs]
+        speed = [None if p is None else p[0] for p in pairs]
+        cpu = [None if p is None else p[1] for p in pairs]
         body.append(
-            f"| {PHASE_TITLES[phase]} | {', '.join(f'{x:.2f}' for x in speed)} "
-            f"| {statistics.median(speed):.2f} | {', '.join(f'{x:.2f}' for x in cpu)} "
-            f"| {statistics.median(cpu):.2f} |"
+            f"| {PHASE_TITLES[phase]} | {cells(speed)} | {median(speed)} "
+            f"| {cells(cpu)} | {median(cpu)} |"
         )
-        ceilings = [c for c in (fanin_ceiling(run, gateway) for run in runs) if c is not None]
-        if phase == "fanin" and ceilings:
+        ceilings = [fanin_ceiling(run, gateway) for run in runs] if phase == "fanin" else []
+        if any(c is not None for c in ceilings):
             body.append(
                 f"| {PHASE_TITLES[phase]}: ceiling, the gateway at zero CPU "
-                f"| {', '.join(f'{x:.2f}' for x in ceilings)} "
-                f"| {statistics.median(ceilings):.2f} | | |"
+                f"| {cells(ceilings)} | {median(ceilings)} | | |"
             )
     return "\n".join(head + body) + "\n"
 

@@ -240,7 +240,7 @@ def wait_quiet() -> dict[str, float]:
         busy0, total0 = system_busy_ticks()
         time.sleep(QUIET_WINDOW_S)
         busy1, total1 = system_busy_ticks()
-        cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
+        cores = len(os.sched_getaffinity(0)) * (busy1 - busy0) / max(1, total1 - total0)
         waited = time.monotonic() - t0
         if cores < QUIET_CORES or waited >= QUIET_TIMEOUT_S:
             return {"waited_s": round(waited, 2), "last_window_cores": round(cores, 2)}
@@ -700,7 +700,7 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "git_commit": _version(["git", "rev-parse", "--short", "HEAD"]),
         "server_source_sha256": source_digest(),
-        "cpus": os.cpu_count(),
+        "cpus": len(os.sched_getaffinity(0)),  # the CPUs this run (and its servers) may use
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
         "clk_tck": CLK_TCK,
         "fanin_model": "one Node process per client",
