@@ -237,11 +237,13 @@ def wait_quiet() -> dict[str, float]:
     compete with the phase measured.  Returns the seconds waited and the last window's load."""
     t0 = time.monotonic()
     while True:
-        busy0, total0 = system_busy_ticks()
+        busy0, _ = system_busy_ticks()  # clock ticks, summed over every CPU of the machine
+        w0 = time.monotonic()
         time.sleep(QUIET_WINDOW_S)
-        busy1, total1 = system_busy_ticks()
-        cores = len(os.sched_getaffinity(0)) * (busy1 - busy0) / max(1, total1 - total0)
-        waited = time.monotonic() - t0
+        busy1, _ = system_busy_ticks()
+        w1 = time.monotonic()
+        cores = (busy1 - busy0) / CLK_TCK / (w1 - w0)
+        waited = w1 - t0
         if cores < QUIET_CORES or waited >= QUIET_TIMEOUT_S:
             return {"waited_s": round(waited, 2), "last_window_cores": round(cores, 2)}
 
@@ -585,8 +587,8 @@ class ServerRun:
             )
         print(f"  [{server.name}] {label} took {time.monotonic() - t0:.1f}s", flush=True)
 
-    def finish(self) -> dict[str, dict[str, Any]]:
-        """The final counts and statistics; the results of every phase."""
+    def finish(self) -> None:
+        """Add the final counts and statistics to the results."""
         server, args = self.server, self.args
         pg_stats = None
         if isinstance(server, GatewayServer) and server.pg_db and args.pg_stats_wait >= 0:
@@ -601,7 +603,6 @@ class ServerRun:
             "server_rss_mb": _rss(server),
             "server_stderr_tail": server.stderr_tail()[-2000:],
         }
-        return self.results
 
 
 def log_dir_of(server: Server) -> Path:
@@ -613,19 +614,7 @@ def run_sequential(
 ) -> None:
     """One server after the other: all phases of the first, then all of the next."""
     for factory in factories:
-        server = factory()
-        print(f"== {server.name} (port {server.port})", flush=True)
-        try:
-            with server:
-                run = ServerRun(server, args, log_dir_of(server))
-                results["servers"][server.name] = run.results  # filled phase by phase
-                run.prepare()
-                for names, fn in run.phases():
-                    run.run_phase(names, fn)
-                run.finish()
-        except BenchError as exc:
-            print(f"== {server.name} FAILED: {exc}", file=sys.stderr, flush=True)
-            results["servers"][server.name] = {"_error": {"error": str(exc)}}
+        run_interleaved([factory], args, results)
 
 
 def run_interleaved(
@@ -651,7 +640,8 @@ def run_interleaved(
             runs.append(run)
             results["servers"][server.name] = run.results  # filled phase by phase
         offset = random.randrange(2)  # which server goes first in even phases
-        results["meta"]["interleave_offset"] = offset
+        if len(runs) > 1:
+            results["meta"]["interleave_offset"] = offset
         steps = [run.phases() for run in runs]
         for i in range(len(steps[0]) if steps else 0):
             turn = list(range(len(runs)))

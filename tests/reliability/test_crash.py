@@ -234,35 +234,6 @@ class HeldWrites:
             await stack.aclose()
 
 
-async def kill_during_first_writes(
-    gw: Instance,
-    session: aiohttp.ClientSession,
-    held: HeldWrites,
-    sent_markers: list[Path],
-    pushes: asyncio.Future[Any],
-) -> Kill:
-    """Kill ``gw`` once a client has sent its first ``_bulk_docs``, which ``held`` (taken
-    before the clients started) keeps from being answered, and the request had
-    ``REACH_SECONDS`` to reach the gateway; then release the writes and restart."""
-    ready_at = time.monotonic()
-
-    async def sent() -> bool:
-        if pushes.done():  # a client ended (it failed): let its error show
-            pushes.result()
-        return any(marker.exists() for marker in sent_markers)
-
-    try:
-        await bounded(sent, PROGRESS_TIMEOUT, "no client sent a _bulk_docs")
-        await asyncio.sleep(REACH_SECONDS)  # it cannot be answered meanwhile
-        waited = time.monotonic() - ready_at
-        killed_at = time.monotonic()
-        await gw.kill()
-    finally:
-        await held.release()
-    await restart(gw, session)
-    return Kill("push", 0.0, False, waited, time.monotonic() - killed_at)
-
-
 async def held_in_flight(rest: RestSyncClient) -> float:
     """With the writes held: wait until one REST request has been out for ``REACH_SECONDS``
     (it reached the gateway and waits for the lock: a kill now cuts it off); return 0."""
@@ -282,21 +253,34 @@ async def kill_loop(
     rng: random.Random,
     rest: RestSyncClient,
     pushes_done: asyncio.Future[Any],
-    first: Kill,
+    first_held: HeldWrites,
+    sent_markers: list[Path],
 ) -> list[Kill]:
-    """Kill and restart ``gw`` ``KILLS`` times (``first`` was the first) at random points of
-    the traffic.  The first kill aimed at a REST batch holds the writes (``HeldWrites``) from
-    before the batch is sent until the process is dead, so that it cuts a batch off however
-    fast the machine; the others fall a random delay after the trigger."""
-    kills = [first]
-    for number in range(1, KILLS):
+    """Kill and restart ``gw`` ``KILLS`` times at random points of the traffic, except two.
+    The first kill comes once a client has sent its first ``_bulk_docs``, with the writes
+    held (``first_held``, taken before the clients started); the first aimed at a REST batch
+    holds the writes until one request has been out a while.  A held request cannot be
+    answered, so each of the two cuts a request off however fast the machine; the other
+    kills fall a random delay after their trigger."""
+
+    async def first_sent() -> bool:
+        if pushes_done.done():  # a client ended (it failed): let its error show
+            pushes_done.result()
+        return any(marker.exists() for marker in sent_markers)
+
+    kills = []
+    for number in range(KILLS):
         ready_at = time.monotonic()
         target = "rest" if number % 3 == 2 or pushes_done.done() else "push"
-        held = HeldWrites(engine, DB, REST_DB) if target == "rest" and number == 2 else None
+        held = first_held if number == 0 else None
+        if number == 2 and target == "rest":
+            held = HeldWrites(engine, DB, REST_DB)
+            await held.hold()
         try:
-            if held is not None:
-                await held.hold()
-            if target == "push":
+            if number == 0:
+                await bounded(first_sent, PROGRESS_TIMEOUT, "no client sent a _bulk_docs")
+                delay = REACH_SECONDS  # the request reaches the gateway and waits there
+            elif target == "push":
                 base = await update_seq(engine, DB)
 
                 async def progressed(base: int = base) -> bool:
@@ -310,9 +294,7 @@ async def kill_loop(
                     return rest.in_flight.is_set() or bool(rest.failures)
 
                 await bounded(in_flight, PROGRESS_TIMEOUT, "no REST batch was sent")
-                delay = rng.uniform(0.0, 0.03)
-                if held is not None:
-                    delay = await held_in_flight(rest)
+                delay = rng.uniform(0.0, 0.03) if held is None else await held_in_flight(rest)
             waited = time.monotonic() - ready_at
             await asyncio.sleep(delay)
             flying = rest.in_flight.is_set()
@@ -363,9 +345,8 @@ async def test_sigkill_during_pushes_and_batches_loses_and_duplicates_nothing(
                 asyncio.gather(*(node.read_json_line() for node in nodes))
             )
             markers = [Path(f"{barrier}.sent-{index}") for index in range(CLIENTS)]
-            first = await kill_during_first_writes(gateway, session, held, markers, pushes)
             rest_task = asyncio.create_task(rest.run(session, stop_rest))
-            kills = await kill_loop(gateway, session, engine, rng, rest, pushes, first)
+            kills = await kill_loop(gateway, session, engine, rng, rest, pushes, held, markers)
             killed_at = time.monotonic()
             stop_rest.set()
             await rest_task
