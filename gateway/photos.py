@@ -215,7 +215,10 @@ async def fetch_asset(account: CloudinaryAccount, public_id: str) -> Asset:
         )
 
     try:
-        # the urllib3 pool retries a failed connection; bound the whole call as well
+        # the library's urllib3 pool retries a failed attempt (Retry.DEFAULT: three times)
+        # and takes no retry option, so bound the whole call: a hung Cloudinary answers 503
+        # after 2 * timeout + 1 s; the thread's remaining attempts are read-only lookups
+        # that end on their own timeouts, and their answer is dropped
         found = await asyncio.wait_for(asyncio.to_thread(lookup), account.timeout * 2 + 1)
     except errors.NotFound as exc:
         raise NotFound(

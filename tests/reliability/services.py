@@ -275,6 +275,8 @@ class BlackHole:
         self.server: asyncio.Server | None = None
         self.writers: list[asyncio.StreamWriter] = []
         self.connections = 0
+        self.hung_up = 0  # connections the client gave up on (closed its end)
+        self.changed = asyncio.Condition()
 
     async def start(self) -> int:
         """Listen on a free port; the port."""
@@ -282,11 +284,22 @@ class BlackHole:
         async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.connections += 1
             self.writers.append(writer)
-            while await reader.read(65536):
+            try:
+                while await reader.read(65536):
+                    pass
+            except ConnectionError:
                 pass
+            async with self.changed:
+                self.hung_up += 1
+                self.changed.notify_all()
 
         self.server = await asyncio.start_server(swallow, "127.0.0.1", 0)
         return int(self.server.sockets[0].getsockname()[1])
+
+    async def until_hung_up(self, count: int) -> None:
+        """Wait until clients have given up on ``count`` connections."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.hung_up >= count)
 
     async def stop(self) -> None:
         assert self.server is not None

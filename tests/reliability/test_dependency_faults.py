@@ -11,6 +11,7 @@ The same faults against real processes, real PostgreSQL and Redis, under load:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from urllib3.util.retry import Retry
 
 from tests.fake_cloudinary import FakeCloudinary
 from tests.helpers import Couch
@@ -172,6 +174,10 @@ async def test_a_hung_cloudinary_makes_confirm_a_503_that_the_same_key_retries(
         assert answer.status == 503 and unavailable_problem(answer) is None, answer
         assert hole.connections >= 1  # it did ask Cloudinary
         assert (await alice.get(photos))["results"] == []
+        # the library's pool retries a read timeout, in a thread the gateway stopped waiting
+        # for: let those attempts time out here, so none of them reaches Cloudinary once back
+        attempts = Retry.DEFAULT.total + 1
+        await asyncio.wait_for(hole.until_hung_up(attempts), attempts * 1.0 + WAIT)
     finally:
         await hole.stop()
     fake.port = port  # Cloudinary is back, where it was
