@@ -8,8 +8,10 @@ Listeners never poll the database themselves.  After its query a listener record
 it has seen (``floor``); one task per instance then checks, every ``feed_poll_seconds`` and
 only while someone is waiting, the databases being waited on — one query for all of them,
 however many listeners there are — and wakes those that moved past their floor.  So a lost
-notification (a Redis restart, a write made by the CLI) delays a change but never loses
-it, and idle listeners cost nothing per listener.
+notification (a write made by the CLI, a publish that failed) delays a change but never
+loses it, and idle listeners cost nothing per listener.  Each time the Redis subscription
+is made (at start, and again after it was lost) the same check runs at once, since what
+was published while unsubscribed never arrives.
 
 Publishing never holds up the write that caused it: it runs in the background on a client
 with short timeouts, and after a failure (Redis down, or hung) it is skipped for
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from sqlalchemy import select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -53,6 +56,9 @@ class FeedNotifier:
         self._poll_seconds = poll_seconds
         self.polls = 0  # slow-poll queries run (for tests and metrics)
         self.stopping = False  # the server is shutting down: feeds end instead of waiting
+        self.subscribed = asyncio.Event()  # set while the Redis relay is subscribed
+        self._engine: AsyncEngine | None = None
+        self._pubsub: Any = None  # the relay's subscription (redis.asyncio PubSub)
 
     def current(self, db: str) -> asyncio.Event:
         """Return the event the next change to ``db`` (``ANY``: to any database) will set."""
@@ -101,6 +107,7 @@ class FeedNotifier:
 
     async def start(self, engine: AsyncEngine | None = None) -> None:
         """Start the slow poll over ``engine`` and, with Redis configured, relay its messages."""
+        self._engine = engine
         if engine is not None:
             self._poller = asyncio.create_task(self._poll(engine))
         if not self._redis_url:
@@ -146,8 +153,10 @@ class FeedNotifier:
         assert self._redis is not None
         while True:
             try:
-                pubsub = self._redis.pubsub()
+                pubsub = self._pubsub = self._redis.pubsub()
                 await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                self.subscribed.set()
+                await self._catch_up()
                 async for message in pubsub.listen():
                     if message.get("type") == "pmessage":
                         channel = message["channel"]
@@ -157,8 +166,21 @@ class FeedNotifier:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.subscribed.clear()
                 log.warning("redis subscription lost (%s); retrying", exc)
                 await asyncio.sleep(1.0)
+
+    async def _catch_up(self) -> None:
+        """Just (re)subscribed: what other instances published while this one was not
+        subscribed is lost, so check the waited-on databases now rather than at the next
+        slow poll — one query, and only listeners whose database moved wake."""
+        floors = dict(self._floors)
+        if self._engine is None or not floors:
+            return
+        try:
+            await self._check(self._engine, floors)
+        except Exception as exc:  # the database is away: the slow poll retries
+            log.warning("feed catch-up after subscribing failed: %s", exc)
 
     def stop_listeners(self) -> None:
         """The server is shutting down (``on_shutdown``, after it stopped accepting): wake

@@ -115,6 +115,17 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def patient_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests that assert exact counts shared through a reachable Redis: a request-path
+    command slower than the app's 1 s bound makes it count in process for a while (right,
+    and tested with unreachable and hung Redis servers), which a stall of a loaded machine
+    must not bring about here.  Apps created after this fixture wait up to 10 s."""
+    import gateway.app
+
+    monkeypatch.setattr(gateway.app, "REDIS_TIMEOUT_SECONDS", 10.0)
+
+
+@pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings, engine: AsyncEngine) -> Any:
     from gateway.app import create_app
 

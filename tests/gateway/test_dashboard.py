@@ -253,6 +253,7 @@ async def _start(aiohttp_client: Any, settings: Settings, redis_url: str) -> Any
                                            migrate=False))  # fmt: skip
 
 
+@pytest.mark.usefixtures("patient_redis")
 async def test_two_instances_share_the_counts_through_redis(
     aiohttp_client: Any, settings: Settings, engine: Any, redis_db: aioredis.Redis
 ) -> None:

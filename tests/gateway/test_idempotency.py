@@ -301,12 +301,15 @@ async def test_concurrent_duplicates_on_two_instances_write_once(
 
 
 async def test_claim_work_in_the_background_ends_with_its_app(
-    aiohttp_client: Any, settings: Settings, engine: AsyncEngine
+    aiohttp_client: Any, settings: Settings, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A release still retrying (the database was away) is cancelled when the app closes,
     before its engine is disposed, instead of outliving it and opening connections."""
     from gateway import idempotency
     from gateway.keys import ENGINE
+
+    # the release waits this long before retrying: it is surely still waiting at the close
+    monkeypatch.setattr(idempotency, "RELEASE_RETRY_SECONDS", 3600)
 
     client = await aiohttp_client(create_app(settings, migrate=False))
     app_engine = client.server.app[ENGINE]

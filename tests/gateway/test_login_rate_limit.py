@@ -226,6 +226,7 @@ async def redis_prefix(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
     await client.aclose()
 
 
+@pytest.mark.usefixtures("patient_redis")
 async def test_two_instances_on_one_redis_share_the_counts(
     aiohttp_client: Any, settings: Settings, engine: Any, redis_prefix: str
 ) -> None:
@@ -245,6 +246,7 @@ async def test_two_instances_on_one_redis_share_the_counts(
     await client.aclose()
 
 
+@pytest.mark.usefixtures("patient_redis")
 async def test_concurrent_guesses_cannot_slip_past_the_limit(
     aiohttp_client: Any, settings: Settings, engine: Any, redis_prefix: str
 ) -> None:

@@ -216,7 +216,7 @@ async def test_redis_acquire_is_all_or_nothing(redis: Any, prefix: str) -> None:
     user, addr = Rule("user", 1, 60), Rule("addr", 5, 30)
     assert await limiter.acquire([user, addr]) == Decision(True, 0, 0)
     refused = await limiter.acquire([user, addr])
-    assert not refused.allowed and refused.retry_after == 60
+    assert not refused.allowed and 59 <= refused.retry_after <= 60  # a second may pass
     assert int(await redis.get(prefix + "addr")) == 1
 
 

@@ -8,11 +8,14 @@ import os
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from gateway.app import create_app
+from gateway.keys import NOTIFIER
 from tests.helpers import Couch
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+WAIT = 10.0  # bound on waits for Redis and the relay
 
 
 async def test_a_longpoll_on_one_instance_wakes_for_a_write_on_another(
@@ -27,10 +30,49 @@ async def test_a_longpoll_on_one_instance_wakes_for_a_write_on_another(
     waiting = asyncio.create_task(
         second.get(f"/field/_changes?feed=longpoll&since={info['update_seq']}&timeout=30000")
     )
-    await asyncio.sleep(0.5)  # let the listener subscribe; correctness does not depend on it
+    for app in (first.client.app, second.client.app):  # both relays listen to Redis
+        await asyncio.wait_for(app[NOTIFIER].subscribed.wait(), timeout=WAIT)
     assert not waiting.done()
     written = await first.put("/field/fresh", {"v": 1})
     feed = await asyncio.wait_for(waiting, timeout=60)
+    assert [(r["id"], r["changes"][0]["rev"]) for r in feed["results"]] == [
+        ("fresh", written["rev"])
+    ]
+
+
+async def test_a_write_published_while_the_subscription_was_lost_still_wakes_the_feed(
+    aiohttp_client: Any, settings: Any, engine: Any
+) -> None:
+    """Redis drops the second instance's subscription while one of its longpolls waits,
+    and the first instance's write is published before the relay has subscribed again, so
+    that message never arrives: subscribing again checks the waited-on databases at once
+    (one query), and the longpoll answers with the write instead of waiting for the slow
+    poll (set here beyond the longpoll's timeout)."""
+    redis_settings = dataclasses.replace(settings, redis_url=REDIS_URL, feed_poll_seconds=600)
+    first = Couch(await aiohttp_client(create_app(redis_settings, migrate=False)), "admin")
+    second = Couch(await aiohttp_client(create_app(redis_settings, migrate=False)), "admin")
+    relay = second.client.app[NOTIFIER]
+    await asyncio.wait_for(relay.subscribed.wait(), timeout=WAIT)
+    await first.put("/field?access_mode=shared")
+    info = await second.get("/field")
+    waiting = asyncio.create_task(
+        second.get(f"/field/_changes?feed=longpoll&since={info['update_seq']}&timeout=30000")
+    )
+    admin = aioredis.from_url(REDIS_URL)
+    try:
+        host, port = relay._pubsub.connection._writer.get_extra_info("sockname")[:2]
+        assert await admin.client_kill_filter(_id=None, addr=f"{host}:{port}") == 1
+    finally:
+        await admin.aclose()
+    for _ in range(int(WAIT / 0.05)):  # the relay notices: its listen() fails
+        if not relay.subscribed.is_set():
+            break
+        await asyncio.sleep(0.05)
+    assert not relay.subscribed.is_set()
+    assert not waiting.done()
+    written = await first.put("/field/fresh", {"v": 1})  # its message finds no relay of 2's
+    feed = await asyncio.wait_for(waiting, timeout=60)
+    assert relay.subscribed.is_set()
     assert [(r["id"], r["changes"][0]["rev"]) for r in feed["results"]] == [
         ("fresh", written["rev"])
     ]

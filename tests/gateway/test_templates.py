@@ -340,6 +340,7 @@ async def test_redis_serves_the_second_read_and_a_write_moves_the_keys(
     assert len(await redis_db.keys("gw:tpl:*")) == 3  # a new seq, a new key
 
 
+@pytest.mark.usefixtures("patient_redis")
 async def test_two_instances_share_the_cache_and_see_each_others_writes(
     aiohttp_client: Any, settings: Settings, engine: Any, redis_db: aioredis.Redis
 ) -> None:

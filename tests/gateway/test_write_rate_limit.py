@@ -183,6 +183,7 @@ async def redis_prefix(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
     await client.aclose()
 
 
+@pytest.mark.usefixtures("patient_redis")
 async def test_two_instances_on_one_redis_share_one_budget(
     aiohttp_client: Any, settings: Settings, engine: Any, redis_prefix: str
 ) -> None:

@@ -666,11 +666,11 @@ async def test_a_running_request_keeps_its_claim_beyond_the_lease(
     one is running, and the request is applied once."""
     from gateway import idempotency
 
-    monkeypatch.setattr(idempotency, "CLAIM_LEASE", timedelta(seconds=1))
-    monkeypatch.setattr(idempotency, "RENEW_EVERY", 0.1)
+    monkeypatch.setattr(idempotency, "CLAIM_LEASE", timedelta(seconds=3))
+    monkeypatch.setattr(idempotency, "RENEW_EVERY", 0.1)  # a stall under 2.9 s is harmless
     first = asyncio.ensure_future(send_keyed(alice, "long-running"))
     await asyncio.wait_for(gate.reached.wait(), 10)
-    await asyncio.sleep(2.0)  # two leases: without renewal the claim would be free by now
+    await asyncio.sleep(6.0)  # two leases: without renewal the claim would be free by now
     await refused_while_running_then_applied_once(alice, gate, first, "long-running")
 
 
