@@ -168,7 +168,16 @@ class FeedNotifier:
             except Exception as exc:
                 self.subscribed.clear()
                 log.warning("redis subscription lost (%s); retrying", exc)
+                await self._drop_subscription()
                 await asyncio.sleep(1.0)
+
+    async def _drop_subscription(self) -> None:
+        """Give the lost subscription's connection back to the pool (a ``PubSub`` keeps it
+        checked out until closed: without this, every loss would leave one behind)."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
 
     async def _catch_up(self) -> None:
         """Just (re)subscribed: what other instances published while this one was not
@@ -200,6 +209,7 @@ class FeedNotifier:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+            await self._drop_subscription()
         for task in list(self._publishing):
             task.cancel()
         await asyncio.gather(*self._publishing, return_exceptions=True)

@@ -47,7 +47,8 @@ async def test_a_write_published_while_the_subscription_was_lost_still_wakes_the
     and the first instance's write is published before the relay has subscribed again, so
     that message never arrives: subscribing again checks the waited-on databases at once
     (one query), and the longpoll answers with the write instead of waiting for the slow
-    poll (set here beyond the longpoll's timeout)."""
+    poll (set here beyond the longpoll's timeout).  The lost subscription's connection goes
+    back to the pool instead of staying checked out for good."""
     redis_settings = dataclasses.replace(settings, redis_url=REDIS_URL, feed_poll_seconds=600)
     first = Couch(await aiohttp_client(create_app(redis_settings, migrate=False)), "admin")
     second = Couch(await aiohttp_client(create_app(redis_settings, migrate=False)), "admin")
@@ -73,6 +74,8 @@ async def test_a_write_published_while_the_subscription_was_lost_still_wakes_the
     written = await first.put("/field/fresh", {"v": 1})  # its message finds no relay of 2's
     feed = await asyncio.wait_for(waiting, timeout=60)
     assert relay.subscribed.is_set()
+    # the lost subscription gave its connection back: only the new one is checked out
+    assert len(relay._redis.connection_pool._in_use_connections) == 1
     assert [(r["id"], r["changes"][0]["rev"]) for r in feed["results"]] == [
         ("fresh", written["rev"])
     ]
